@@ -1,0 +1,156 @@
+//! The contract between the Hotswap host and a guest module (ABI version 1).
+//!
+//! This crate is the single place where the contract lives. The host (`hotswap`) checks modules
+//! against it and the Rust guest SDK (`hotswap-guest`) implements it, but nothing here is
+//! Rust-specific: `guests/wat/counter.wat` implements it by hand.
+//!
+//! # Module shape
+//!
+//! A guest is a core WebAssembly module (not a component). Its only imports may be WASI
+//! preview 1 (`wasi_snapshot_preview1`) and the host namespace [`HOST_MODULE`]. It exports its
+//! linear memory as [`MEMORY`] and the functions in [`EXPORTS`]. All integers are little-endian;
+//! `i32` values that are addresses or lengths are read as unsigned.
+//!
+//! | export | signature | meaning |
+//! |---|---|---|
+//! | `hotswap_abi_version` | `() -> i32` | must return [`ABI_VERSION`] |
+//! | `hotswap_state_version` | `() -> i32` | the state version this code writes (and reads without migration) |
+//! | `hotswap_output` | `() -> i32` | address of the 8-byte *output descriptor* |
+//! | `hotswap_reserve` | `(len: i32) -> i32` | address of an *input buffer* of at least `len` bytes; `0` if it cannot allocate |
+//! | `hotswap_start` | `() -> i32` (status) | fresh start: build the initial state, run the start-up hook |
+//! | `hotswap_import_state` | `(len: i32, version: i32) -> i32` (status) | input: state bytes written by state version `version` |
+//! | `hotswap_export_state` | `() -> i32` (status) | output: the state bytes |
+//! | `hotswap_message` | `(len: i32) -> i32` (status) | input: the message; output: the reply |
+//! | `hotswap_tick` | `(now_ms: i64) -> i32` (status) | a timer event; `now_ms` is Unix time in milliseconds; output ignored |
+//!
+//! If the module exports `_initialize` (a WASI reactor, which `cdylib` crates are), the host calls
+//! it once, first.
+//!
+//! # Buffers and who owns them
+//!
+//! * **Input.** Before a call that takes input (`hotswap_message`, `hotswap_import_state`) the
+//!   host writes the input into the input buffer and passes its length. The buffer belongs to the
+//!   guest's allocator but is the host's to write: it stays valid, and the guest does not write
+//!   it, until the next `hotswap_reserve` call. The host calls `hotswap_reserve` only when an
+//!   input is larger than the capacity it last reserved, and reuses the buffer otherwise.
+//! * **Output.** Every status-returning call leaves its output (reply, state bytes or error
+//!   message) in guest memory and describes it in the output descriptor: two `u32`s, the
+//!   output's address then its length. The descriptor's own address, returned once by
+//!   `hotswap_output`, is fixed for the instance's lifetime. The output stays valid until the
+//!   next call into the guest; the host copies what it keeps.
+//! * The host bounds-checks every address and length a guest hands back and treats a violation
+//!   as a broken contract: the call fails and the instance is treated as lost.
+//!
+//! # Status codes
+//!
+//! [`STATUS_OK`]: the call succeeded and the output holds its result.
+//! [`STATUS_ERROR`]: the call failed and the output holds a UTF-8 message saying why. Any other
+//! value breaks the contract. From `hotswap_import_state`, an error is a *refusal*: the new code
+//! cannot take that state, and the host keeps the old version running.
+//!
+//! A trap is a failure too. A guest may explain a trap first by calling the host import
+//! `hotswap.abort(ptr: i32, len: i32)` ([`HOST_ABORT`]) with a UTF-8 message; the import never
+//! returns (it traps with that message). The Rust SDK calls it from its panic hook, so a panic's
+//! message reaches the host.
+//!
+//! # Order of calls
+//!
+//! 1. `_initialize` (if exported), `hotswap_abi_version` (refused unless it is [`ABI_VERSION`]),
+//!    `hotswap_state_version`, `hotswap_output`.
+//! 2. Exactly one of `hotswap_start` (first version of an app) or `hotswap_import_state` (a swap:
+//!    the state exported by the previous version, with that version's state version).
+//! 3. Any number of `hotswap_message` and `hotswap_tick`, one at a time.
+//! 4. At a swap, `hotswap_export_state`, which must not change the state. If the swap fails after
+//!    that, the instance keeps receiving events as if nothing happened.
+//!
+//! # State versions
+//!
+//! The state bytes are opaque to the host; the guest chooses their encoding (the Rust SDK uses
+//! MessagePack with named fields). An import whose `version` equals the code's state version is
+//! read directly; an older `version` is migrated by the code; a newer one must be refused. The
+//! host never alters state bytes; it copies them once, from the old instance's memory into the new
+//! instance's input buffer.
+#![deny(missing_docs)]
+#![no_std]
+
+/// The ABI version this crate describes. A module whose `hotswap_abi_version` returns anything
+/// else is refused before the running app is touched.
+pub const ABI_VERSION: u32 = 1;
+
+/// The name under which a guest exports its linear memory.
+pub const MEMORY: &str = "memory";
+
+/// The optional WASI reactor initializer, called once before anything else.
+pub const INITIALIZE: &str = "_initialize";
+
+/// The host's own import namespace.
+pub const HOST_MODULE: &str = "hotswap";
+
+/// `hotswap.abort(ptr: i32, len: i32)`: trap with the UTF-8 message at `ptr..ptr + len`.
+pub const HOST_ABORT: &str = "abort";
+
+/// The import namespace of WASI preview 1, which the host provides.
+pub const WASI_MODULE: &str = "wasi_snapshot_preview1";
+
+/// Success: the output holds the call's result.
+pub const STATUS_OK: i32 = 0;
+
+/// Failure: the output holds a UTF-8 message.
+pub const STATUS_ERROR: i32 = 1;
+
+/// A WebAssembly value type used by the ABI.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ValType {
+    /// `i32`: addresses, lengths, status codes, versions.
+    I32,
+    /// `i64`: timestamps.
+    I64,
+}
+
+/// One required export: its name and signature.
+#[derive(Clone, Copy, Debug)]
+pub struct Export {
+    /// The export's name.
+    pub name: &'static str,
+    /// Parameter types.
+    pub params: &'static [ValType],
+    /// Result types.
+    pub results: &'static [ValType],
+}
+
+use ValType::{I32, I64};
+
+/// `hotswap_abi_version: () -> i32`
+pub const ABI_VERSION_FN: Export = Export { name: "hotswap_abi_version", params: &[], results: &[I32] };
+/// `hotswap_state_version: () -> i32`
+pub const STATE_VERSION_FN: Export = Export { name: "hotswap_state_version", params: &[], results: &[I32] };
+/// `hotswap_output: () -> i32`
+pub const OUTPUT_FN: Export = Export { name: "hotswap_output", params: &[], results: &[I32] };
+/// `hotswap_reserve: (len: i32) -> i32`
+pub const RESERVE_FN: Export = Export { name: "hotswap_reserve", params: &[I32], results: &[I32] };
+/// `hotswap_start: () -> status`
+pub const START_FN: Export = Export { name: "hotswap_start", params: &[], results: &[I32] };
+/// `hotswap_import_state: (len: i32, version: i32) -> status`
+pub const IMPORT_STATE_FN: Export = Export { name: "hotswap_import_state", params: &[I32, I32], results: &[I32] };
+/// `hotswap_export_state: () -> status`
+pub const EXPORT_STATE_FN: Export = Export { name: "hotswap_export_state", params: &[], results: &[I32] };
+/// `hotswap_message: (len: i32) -> status`
+pub const MESSAGE_FN: Export = Export { name: "hotswap_message", params: &[I32], results: &[I32] };
+/// `hotswap_tick: (now_ms: i64) -> status`
+pub const TICK_FN: Export = Export { name: "hotswap_tick", params: &[I64], results: &[I32] };
+
+/// Every function a guest must export, in the order the contract lists them.
+pub const EXPORTS: &[Export] = &[
+    ABI_VERSION_FN,
+    STATE_VERSION_FN,
+    OUTPUT_FN,
+    RESERVE_FN,
+    START_FN,
+    IMPORT_STATE_FN,
+    EXPORT_STATE_FN,
+    MESSAGE_FN,
+    TICK_FN,
+];
+
+/// Size in bytes of the output descriptor: `{ ptr: u32, len: u32 }`.
+pub const OUTPUT_DESCRIPTOR_LEN: usize = 8;

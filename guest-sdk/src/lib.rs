@@ -1,0 +1,374 @@
+//! Write apps that [Hotswap](https://crates.io/crates/hotswap) can replace while they run.
+//!
+//! An app is one type that holds all of its state. Implement [`App`] for it and register it with
+//! [`export_app!`]; build the crate as a `cdylib` for `wasm32-wasip1`. Hotswap then delivers
+//! events to it one at a time, and when a new version of the module is swapped in, the state is
+//! encoded by the old code, handed to the new code and decoded there (migrated if its shape
+//! changed), so existing state runs the new code at once.
+//!
+//! ```
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Default, Serialize, Deserialize)]
+//! #[serde(default)] // fields added later start at their default: no migration needed
+//! struct Counter {
+//!     value: i64,
+//! }
+//!
+//! impl hotswap_guest::App for Counter {
+//!     fn message(&mut self, input: &[u8]) -> Vec<u8> {
+//!         self.value += 1;
+//!         format!("{} -> {}", String::from_utf8_lossy(input), self.value).into_bytes()
+//!     }
+//! }
+//!
+//! hotswap_guest::export_app!(Counter);
+//! ```
+//!
+//! # How state crosses a swap
+//!
+//! By value, never by pointer: the old code serializes the state with serde into MessagePack
+//! with named fields, and the new code deserializes it. That gives these evolution rules:
+//!
+//! * **Add a field** (with `#[serde(default)]` on the struct or the field) or **remove a field**:
+//!   keep [`App::STATE_VERSION`] as it is. Missing fields take their default, unknown ones are
+//!   skipped.
+//! * **Anything else** (rename a field, change its type, restructure): raise
+//!   [`App::STATE_VERSION`] and implement [`App::migrate`], which receives the old version's bytes.
+//!   Keep the old shape as a type in the new source and read it with [`decode`], like Erlang's
+//!   `code_change`.
+//! * State written by a **newer** state version than the code knows is refused with a message,
+//!   and the host keeps the old version running.
+//!
+//! A panic in any handler reaches the host as an error carrying the panic's message.
+#![deny(missing_docs)]
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::fmt;
+
+pub use hotswap_abi as abi;
+
+/// An app: the type that holds all of its state, and its event handlers.
+///
+/// The bounds say what can cross a swap: the state must have a starting value (`Default`) and be
+/// serializable both ways.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a Hotswap app: it does not implement `hotswap_guest::App`",
+    label = "`export_app!` needs the type that holds the app's state and implements `App`",
+    note = "derive `Default, Serialize, Deserialize` on `{Self}` and write `impl hotswap_guest::App for {Self} {{ fn message(&mut self, input: &[u8]) -> Vec<u8> {{ .. }} }}`"
+)]
+pub trait App: Default + Serialize + DeserializeOwned + 'static {
+    /// The version of the state's shape. Raise it when a change needs [`App::migrate`]; adding or
+    /// removing fields does not.
+    const STATE_VERSION: u32 = 1;
+
+    /// Runs once when the app starts with no prior state (not after a swap).
+    fn start(&mut self) {}
+
+    /// Handles one message and returns the reply.
+    fn message(&mut self, input: &[u8]) -> Vec<u8>;
+
+    /// Handles a timer tick; `now_ms` is Unix time in milliseconds.
+    fn tick(&mut self, now_ms: u64) {
+        let _ = now_ms;
+    }
+
+    /// Builds the state from state bytes written by an older state version, `from_version`.
+    ///
+    /// Called only when `from_version < STATE_VERSION`. Decode the old shape with [`decode`] and
+    /// convert it; return an error to refuse the swap (the old version keeps running). The default
+    /// refuses every older version.
+    fn migrate(from_version: u32, old_state: &[u8]) -> Result<Self, MigrateError> {
+        let _ = old_state;
+        Err(MigrateError::new(format!(
+            "no migration from state version {from_version} to {}: implement `App::migrate`",
+            Self::STATE_VERSION
+        )))
+    }
+}
+
+/// Why state could not be taken over: shown by the host when it refuses a swap.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrateError(String);
+
+impl MigrateError {
+    /// A refusal with this message.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self(message.into())
+    }
+
+    /// The message.
+    pub fn message(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for MigrateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for MigrateError {}
+
+impl From<String> for MigrateError {
+    fn from(message: String) -> Self {
+        Self(message)
+    }
+}
+
+impl From<&str> for MigrateError {
+    fn from(message: &str) -> Self {
+        Self(message.to_owned())
+    }
+}
+
+/// Decodes state bytes as `T`: use it in [`App::migrate`] to read an old version's shape.
+pub fn decode<T: DeserializeOwned>(state: &[u8]) -> Result<T, MigrateError> {
+    rmp_serde::from_slice(state).map_err(|e| {
+        MigrateError::new(format!("cannot decode the state as `{}`: {e}", std::any::type_name::<T>()))
+    })
+}
+
+/// Encodes a value the way the SDK encodes state (MessagePack, named fields).
+///
+/// Useful in tests of [`App::migrate`], to produce an old version's bytes.
+pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut out = Vec::new();
+    // Writing to a Vec cannot fail; a Serialize impl that errors is the app's bug.
+    if let Err(e) = rmp_serde::encode::write_named(&mut out, value) {
+        panic!("cannot encode `{}`: {e}", std::any::type_name::<T>());
+    }
+    out
+}
+
+/// Registers the app type: generates the module's exports that the host calls.
+///
+/// Call it once, at the top level of the `cdylib` crate, with the type that implements [`App`]:
+///
+/// ```ignore
+/// hotswap_guest::export_app!(Counter);
+/// ```
+#[macro_export]
+macro_rules! export_app {
+    ($app:ty) => {
+        const _: () = {
+            static RUNTIME: $crate::__private::Slot<$app> = $crate::__private::Slot::new();
+
+            #[unsafe(export_name = "hotswap_abi_version")]
+            extern "C" fn hotswap_abi_version() -> i32 {
+                $crate::abi::ABI_VERSION as i32
+            }
+            #[unsafe(export_name = "hotswap_state_version")]
+            extern "C" fn hotswap_state_version() -> i32 {
+                <$app as $crate::App>::STATE_VERSION as i32
+            }
+            #[unsafe(export_name = "hotswap_output")]
+            extern "C" fn hotswap_output() -> i32 {
+                RUNTIME.output()
+            }
+            #[unsafe(export_name = "hotswap_reserve")]
+            extern "C" fn hotswap_reserve(len: i32) -> i32 {
+                RUNTIME.reserve(len)
+            }
+            #[unsafe(export_name = "hotswap_start")]
+            extern "C" fn hotswap_start() -> i32 {
+                RUNTIME.start()
+            }
+            #[unsafe(export_name = "hotswap_import_state")]
+            extern "C" fn hotswap_import_state(len: i32, version: i32) -> i32 {
+                RUNTIME.import_state(len, version)
+            }
+            #[unsafe(export_name = "hotswap_export_state")]
+            extern "C" fn hotswap_export_state() -> i32 {
+                RUNTIME.export_state()
+            }
+            #[unsafe(export_name = "hotswap_message")]
+            extern "C" fn hotswap_message(len: i32) -> i32 {
+                RUNTIME.message(len)
+            }
+            #[unsafe(export_name = "hotswap_tick")]
+            extern "C" fn hotswap_tick(now_ms: i64) -> i32 {
+                RUNTIME.tick(now_ms)
+            }
+        };
+    };
+    ($($other:tt)*) => {
+        ::core::compile_error!(concat!(
+            "`export_app!` takes exactly one type, the one that implements `hotswap_guest::App`: ",
+            "write `hotswap_guest::export_app!(MyApp);` (got `", stringify!($($other)*), "`)"
+        ));
+    };
+}
+
+#[doc(hidden)]
+pub mod __private {
+    //! The runtime behind [`export_app!`](crate::export_app). Not public API.
+    use crate::{App, MigrateError};
+    use hotswap_abi::{STATUS_ERROR, STATUS_OK};
+    use std::cell::UnsafeCell;
+    use std::cmp::Ordering;
+
+    /// Everything the exports share: the app and the ABI's buffers.
+    struct Runtime<A> {
+        app: Option<A>,
+        /// The input buffer: host-written up to its capacity (see the ABI's buffer rules).
+        input: Vec<u8>,
+        /// The last call's output.
+        output: Vec<u8>,
+        /// The output descriptor: `[ptr, len]` of `output`.
+        descriptor: [u32; 2],
+    }
+
+    /// The static slot that [`export_app!`](crate::export_app) declares.
+    pub struct Slot<A: App>(UnsafeCell<Runtime<A>>);
+
+    // SAFETY: a wasm32-wasip1 guest has one thread, and the host makes one call at a time and
+    // never re-enters the guest, so the slot is never accessed concurrently.
+    unsafe impl<A: App> Sync for Slot<A> {}
+
+    impl<A: App> Slot<A> {
+        #[allow(clippy::new_without_default)]
+        pub const fn new() -> Self {
+            Self(UnsafeCell::new(Runtime {
+                app: None,
+                input: Vec::new(),
+                output: Vec::new(),
+                descriptor: [0, 0],
+            }))
+        }
+
+        #[allow(clippy::mut_from_ref)]
+        fn runtime(&self) -> &mut Runtime<A> {
+            // SAFETY: see the `Sync` impl: each export takes this reference once, and no two
+            // exports run at the same time.
+            unsafe { &mut *self.0.get() }
+        }
+
+        pub fn output(&self) -> i32 {
+            self.runtime().descriptor.as_ptr() as usize as i32
+        }
+
+        pub fn reserve(&self, len: i32) -> i32 {
+            let input = &mut self.runtime().input;
+            let len = len as u32 as usize;
+            if input.capacity() < len {
+                *input = Vec::new();
+                if input.try_reserve_exact(len).is_err() {
+                    return 0;
+                }
+            }
+            input.as_ptr() as usize as i32
+        }
+
+        pub fn start(&self) -> i32 {
+            install_panic_hook();
+            let rt = self.runtime();
+            let mut app = A::default();
+            app.start();
+            rt.app = Some(app);
+            rt.succeed(Vec::new())
+        }
+
+        pub fn import_state(&self, len: i32, version: i32) -> i32 {
+            install_panic_hook();
+            let rt = self.runtime();
+            let version = version as u32;
+            let state = host_written(&rt.input, len);
+            let imported = match version.cmp(&A::STATE_VERSION) {
+                Ordering::Equal => crate::decode::<A>(state),
+                Ordering::Less => A::migrate(version, state),
+                Ordering::Greater => Err(MigrateError::new(format!(
+                    "the state was written by state version {version}, newer than this code's \
+                     state version {}: this code cannot read it",
+                    A::STATE_VERSION
+                ))),
+            };
+            match imported {
+                Ok(app) => {
+                    rt.app = Some(app);
+                    rt.succeed(Vec::new())
+                }
+                Err(e) => rt.fail(e.message()),
+            }
+        }
+
+        pub fn export_state(&self) -> i32 {
+            let rt = self.runtime();
+            let Some(app) = &rt.app else {
+                return rt.fail("the app has not started");
+            };
+            let mut out = std::mem::take(&mut rt.output);
+            out.clear();
+            if let Err(e) = rmp_serde::encode::write_named(&mut out, app) {
+                return rt.fail(&format!("cannot encode the state: {e}"));
+            }
+            rt.succeed(out)
+        }
+
+        pub fn message(&self, len: i32) -> i32 {
+            let rt = self.runtime();
+            let Some(app) = &mut rt.app else {
+                return rt.fail("the app has not started");
+            };
+            let reply = app.message(host_written(&rt.input, len));
+            rt.succeed(reply)
+        }
+
+        pub fn tick(&self, now_ms: i64) -> i32 {
+            let rt = self.runtime();
+            let Some(app) = &mut rt.app else {
+                return rt.fail("the app has not started");
+            };
+            app.tick(now_ms as u64);
+            rt.succeed(Vec::new())
+        }
+    }
+
+    /// The first `len` bytes of the input buffer, which the host wrote before this call.
+    fn host_written(input: &Vec<u8>, len: i32) -> &[u8] {
+        let len = (len as u32 as usize).min(input.capacity());
+        // SAFETY: the bytes lie within the buffer's allocation (`len <= capacity`), and the host
+        // initialised them before the call, as the ABI requires.
+        unsafe { std::slice::from_raw_parts(input.as_ptr(), len) }
+    }
+
+    impl<A> Runtime<A> {
+        fn succeed(&mut self, output: Vec<u8>) -> i32 {
+            self.output = output;
+            self.descriptor = [self.output.as_ptr() as usize as u32, self.output.len() as u32];
+            STATUS_OK
+        }
+
+        fn fail(&mut self, message: &str) -> i32 {
+            self.succeed(message.as_bytes().to_vec());
+            STATUS_ERROR
+        }
+    }
+
+    /// Routes panics to the host: the message becomes the trap's message.
+    fn install_panic_hook() {
+        std::panic::set_hook(Box::new(|info| {
+            let message = info.to_string().replace('\n', " ");
+            abort(&message)
+        }));
+    }
+
+    #[cfg(target_arch = "wasm32")]
+    fn abort(message: &str) -> ! {
+        #[link(wasm_import_module = "hotswap")]
+        unsafe extern "C" {
+            #[link_name = "abort"]
+            fn hotswap_abort(ptr: *const u8, len: usize) -> !;
+        }
+        // SAFETY: the host reads `len` bytes at `ptr`, which `message` owns, and never returns.
+        unsafe { hotswap_abort(message.as_ptr(), message.len()) }
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    fn abort(message: &str) -> ! {
+        eprintln!("{message}");
+        std::process::abort()
+    }
+}

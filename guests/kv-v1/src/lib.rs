@@ -1,0 +1,51 @@
+//! Key-value store, version 1: the start of a schema-evolution chain (v1 → v2 → v3).
+//!
+//! Messages are text commands: `set KEY VALUE`, `get KEY`, `del KEY`, `count`, and
+//! `fill N`, which adds N generated records (`KEY = 11-digit number`, 16-byte value) so tests
+//! and benchmarks can make state of any size.
+
+use hotswap_guest::App;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// State, shape 1. Version 2 removes `last_key` and adds a field, with no migration code.
+#[derive(Default, Serialize, Deserialize)]
+#[serde(default)]
+struct Store {
+    entries: BTreeMap<String, String>,
+    last_key: String,
+}
+
+impl App for Store {
+    fn message(&mut self, input: &[u8]) -> Vec<u8> {
+        let text = String::from_utf8_lossy(input);
+        let mut words = text.splitn(3, ' ');
+        let reply = match (words.next(), words.next(), words.next()) {
+            (Some("set"), Some(key), Some(value)) => {
+                self.entries.insert(key.to_owned(), value.to_owned());
+                self.last_key = key.to_owned();
+                "ok".to_owned()
+            }
+            (Some("get"), Some(key), None) => self.entries.get(key).cloned().unwrap_or_else(|| "(none)".into()),
+            (Some("del"), Some(key), None) => match self.entries.remove(key) {
+                Some(_) => "ok".to_owned(),
+                None => "(none)".to_owned(),
+            },
+            (Some("count"), None, None) => self.entries.len().to_string(),
+            (Some("fill"), Some(n), None) => match n.parse::<u64>() {
+                Ok(n) => {
+                    let start = self.entries.len() as u64;
+                    for i in start..start + n {
+                        self.entries.insert(format!("{i:011}"), format!("value-{i:010}"));
+                    }
+                    self.entries.len().to_string()
+                }
+                Err(e) => format!("error: fill N: {e}"),
+            },
+            _ => "error: expected set KEY VALUE | get KEY | del KEY | count | fill N".to_owned(),
+        };
+        format!("kv v1: {reply}").into_bytes()
+    }
+}
+
+hotswap_guest::export_app!(Store);

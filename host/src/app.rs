@@ -1,0 +1,349 @@
+//! Step 4: the running app: its current instance, the events it handles, and swaps.
+//!
+//! Strategy: a swap has two halves. [`Runtime::prepare`] does everything that can happen while
+//! the old version keeps serving (read, compile, check, instantiate, reserve and touch the input
+//! buffer); it needs only `&Runtime`, so it runs on any thread. [`App::swap`] runs between two
+//! events and does only what must happen while events wait: export the old state, copy it once
+//! into the new instance, import it there, and commit. A failure at any step leaves the current
+//! instance and its state untouched. After the commit, the old instance is dropped on another
+//! thread, outside the pause.
+//!
+//! A call that traps (or times out, or breaks the ABI) may leave an instance mid-operation, so
+//! after one the app moves its state into a fresh instance of the same module, the same way.
+
+use crate::compile::{Compiled, display_name, read_module};
+use crate::error::{CallError, SwapError};
+use crate::guest::Guest;
+use crate::runtime::Runtime;
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A new version, compiled, checked and instantiated, ready to take the state.
+pub struct Prepared {
+    compiled: Compiled,
+    guest: Guest,
+    prepare_time: Duration,
+}
+
+impl Prepared {
+    /// The module.
+    pub fn compiled(&self) -> &Compiled {
+        &self.compiled
+    }
+
+    /// The state version the new code writes.
+    pub fn state_version(&self) -> u32 {
+        self.guest.state_version()
+    }
+
+    /// Reserves and touches an input buffer of `len` bytes in the new instance, so that a state
+    /// of up to that size is copied in without allocating or faulting in pages during the pause.
+    pub fn reserve_state(&mut self, len: usize) -> Result<(), CallError> {
+        self.guest.reserve_input(len)?;
+        self.guest.touch_input();
+        Ok(())
+    }
+}
+
+impl Runtime {
+    /// Compiles (or takes from the cache), checks and instantiates module bytes. `name` is used
+    /// in messages; a name ending in `.wat` allows WebAssembly text.
+    pub fn prepare(&self, name: &str, bytes: &[u8]) -> Result<Prepared, SwapError> {
+        let started = Instant::now();
+        let compiled = self.compile(name, bytes)?;
+        let guest = Guest::instantiate(self, &compiled)?;
+        self.remember(&compiled);
+        Ok(Prepared { compiled, guest, prepare_time: started.elapsed() })
+    }
+
+    /// [`Runtime::prepare`] for a module file.
+    pub fn prepare_file(&self, path: &Path) -> Result<Prepared, SwapError> {
+        self.prepare(&display_name(path), &read_module(path)?)
+    }
+}
+
+/// Counters an operator can read.
+#[derive(Clone, Debug, Default)]
+pub struct Stats {
+    /// Events handled (messages and ticks), failed ones included.
+    pub events: u64,
+    /// Swaps committed.
+    pub swaps: u64,
+    /// Swaps refused.
+    pub refused: u64,
+    /// Times the state was moved into a fresh instance after a trap.
+    pub recoveries: u64,
+    /// The pause of the last committed swap.
+    pub last_pause: Option<Duration>,
+    /// Size of the state at the last swap.
+    pub last_state_len: Option<usize>,
+}
+
+/// How long each phase of a swap's pause took.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Phases {
+    /// The old instance encoding its state.
+    pub export: Duration,
+    /// Copying the state bytes into the new instance.
+    pub copy: Duration,
+    /// The new instance decoding (and migrating) the state.
+    pub import: Duration,
+    /// From the start of the export to the commit: how long events were held.
+    pub pause: Duration,
+}
+
+/// A committed swap.
+#[derive(Clone, Debug)]
+pub struct SwapReport {
+    /// The old module, `name@hash`.
+    pub from: String,
+    /// The new module, `name@hash`.
+    pub to: String,
+    /// The state version the old code wrote.
+    pub from_state_version: u32,
+    /// The state version the new code writes.
+    pub to_state_version: u32,
+    /// Bytes of state carried over.
+    pub state_len: usize,
+    /// Compile time (zero when the module came from the cache).
+    pub compile_time: Duration,
+    /// Whether the compiled module came from the cache.
+    pub cached: bool,
+    /// Compile + check + instantiate, before the pause.
+    pub prepare_time: Duration,
+    /// The pause and its phases.
+    pub phases: Phases,
+}
+
+impl fmt::Display for SwapReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let compile = if self.cached { "cached".to_owned() } else { format!("compile {}", ms(self.compile_time)) };
+        let p = &self.phases;
+        write!(
+            f,
+            "swapped {} → {}: state v{} → v{}, {}, {compile}, pause {} (export {} + copy {} + import {})",
+            self.from,
+            self.to,
+            self.from_state_version,
+            self.to_state_version,
+            bytes(self.state_len),
+            ms(p.pause),
+            ms(p.export),
+            ms(p.copy),
+            ms(p.import)
+        )
+    }
+}
+
+/// A refused swap: the old version is still running, with its state untouched.
+#[derive(Debug)]
+pub struct SwapRefused {
+    /// What was attempted (`name@hash`, or the name when it never compiled).
+    pub attempted: String,
+    /// Why it was refused.
+    pub error: SwapError,
+    /// The version still running, `name@hash`.
+    pub running: String,
+    /// Its state version.
+    pub state_version: u32,
+}
+
+impl fmt::Display for SwapRefused {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "swap to {} refused: {}; still running {} (state v{})",
+            self.attempted, self.error, self.running, self.state_version
+        )
+    }
+}
+
+impl std::error::Error for SwapRefused {}
+
+/// A failed event.
+#[derive(Debug)]
+pub struct EventError {
+    /// What the call returned.
+    pub error: CallError,
+    /// If the instance was lost: whether its state was moved into a fresh instance.
+    pub recovery: Option<Result<(), SwapError>>,
+}
+
+impl fmt::Display for EventError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.error)?;
+        match &self.recovery {
+            None => Ok(()),
+            Some(Ok(())) => write!(f, " (the state was moved into a fresh instance)"),
+            Some(Err(e)) => write!(f, " (the state could not be moved into a fresh instance: {e}; the instance keeps serving)"),
+        }
+    }
+}
+
+impl std::error::Error for EventError {}
+
+/// One running app: the current version's instance, and the swaps that replace it.
+pub struct App {
+    runtime: Arc<Runtime>,
+    compiled: Compiled,
+    guest: Guest,
+    stats: Stats,
+}
+
+impl App {
+    /// Starts a prepared module with a fresh state (`hotswap_start`).
+    pub fn start(runtime: Arc<Runtime>, prepared: Prepared) -> Result<App, SwapError> {
+        let Prepared { compiled, mut guest, .. } = prepared;
+        guest.start().map_err(SwapError::Start)?;
+        Ok(App { runtime, compiled, guest, stats: Stats::default() })
+    }
+
+    /// The running module.
+    pub fn module(&self) -> &Compiled {
+        &self.compiled
+    }
+
+    /// The running code's state version.
+    pub fn state_version(&self) -> u32 {
+        self.guest.state_version()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The runtime the app runs in.
+    pub fn runtime(&self) -> &Arc<Runtime> {
+        &self.runtime
+    }
+
+    /// Delivers a message and returns a copy of the reply.
+    pub fn message(&mut self, input: &[u8]) -> Result<Vec<u8>, EventError> {
+        self.stats.events += 1;
+        match self.guest.message(input) {
+            Ok(reply) => Ok(reply.to_vec()),
+            Err(error) => Err(self.failed(error)),
+        }
+    }
+
+    /// Delivers a timer tick.
+    pub fn tick(&mut self, now_ms: u64) -> Result<(), EventError> {
+        self.stats.events += 1;
+        self.guest.tick(now_ms).map_err(|error| self.failed(error))
+    }
+
+    /// A copy of the current state as the running code exports it (what a swap would carry).
+    pub fn export_state(&mut self) -> Result<Vec<u8>, CallError> {
+        self.guest.export_state().map(<[u8]>::to_vec)
+    }
+
+    /// Swaps in a prepared version, carrying the state over. On refusal, the running version and
+    /// its state are untouched (a trap in the old instance's export is recovered from as after
+    /// any trap).
+    pub fn swap(&mut self, prepared: Prepared) -> Result<SwapReport, SwapRefused> {
+        let Prepared { compiled, mut guest, prepare_time } = prepared;
+        let from_state_version = self.guest.state_version();
+        match transfer(&mut self.guest, &mut guest) {
+            Ok((state_len, phases)) => {
+                let report = SwapReport {
+                    from: self.compiled.to_string(),
+                    to: compiled.to_string(),
+                    from_state_version,
+                    to_state_version: guest.state_version(),
+                    state_len,
+                    compile_time: compiled.compile_time,
+                    cached: compiled.cached,
+                    prepare_time,
+                    phases,
+                };
+                self.commit(compiled, guest);
+                self.stats.swaps += 1;
+                self.stats.last_pause = Some(phases.pause);
+                self.stats.last_state_len = Some(state_len);
+                Ok(report)
+            }
+            Err(error) => {
+                dispose(guest);
+                if let SwapError::Export(e) = &error
+                    && e.instance_lost()
+                {
+                    // The old instance trapped mid-export: move its state to a fresh instance
+                    // if it can still export it. Either way, the old version keeps serving.
+                    let _ = self.recover();
+                }
+                Err(self.refused(compiled.to_string(), error))
+            }
+        }
+    }
+
+    /// The refusal of a swap to `attempted`, counted.
+    pub fn refused(&mut self, attempted: String, error: SwapError) -> SwapRefused {
+        self.stats.refused += 1;
+        SwapRefused { attempted, error, running: self.compiled.to_string(), state_version: self.state_version() }
+    }
+
+    fn failed(&mut self, error: CallError) -> EventError {
+        let recovery = error.instance_lost().then(|| self.recover());
+        EventError { error, recovery }
+    }
+
+    /// Moves the state of a possibly damaged instance into a fresh instance of the same module.
+    fn recover(&mut self) -> Result<(), SwapError> {
+        let mut fresh = Guest::instantiate(&self.runtime, &self.compiled)?;
+        transfer(&mut self.guest, &mut fresh)?;
+        self.commit(self.compiled.clone(), fresh);
+        self.stats.recoveries += 1;
+        Ok(())
+    }
+
+    fn commit(&mut self, compiled: Compiled, guest: Guest) {
+        self.compiled = compiled;
+        dispose(std::mem::replace(&mut self.guest, guest));
+    }
+}
+
+/// The pause of a swap: export from `old`, copy into `new`, import there.
+fn transfer(old: &mut Guest, new: &mut Guest) -> Result<(usize, Phases), SwapError> {
+    let version = old.state_version();
+    let started = Instant::now();
+    let state = old.export_state().map_err(SwapError::Export)?;
+    let exported = Instant::now();
+    new.receive_state(state).map_err(SwapError::Transfer)?;
+    let state_len = state.len();
+    let copied = Instant::now();
+    new.import_state(state_len, version).map_err(SwapError::from_import)?;
+    let imported = Instant::now();
+    let phases = Phases {
+        export: exported - started,
+        copy: copied - exported,
+        import: imported - copied,
+        pause: imported - started,
+    };
+    Ok((state_len, phases))
+}
+
+/// Drops an instance (its whole `Store`) on another thread: freeing a large memory takes time.
+fn dispose(guest: Guest) {
+    // If the thread cannot start, the closure (and the instance) is dropped right here.
+    let _ = std::thread::Builder::new().name("hotswap-drop".into()).spawn(move || drop(guest));
+}
+
+/// A duration for people: µs below a millisecond, ms with two decimals above.
+pub(crate) fn ms(d: Duration) -> String {
+    match d.as_secs_f64() * 1e3 {
+        ms if ms < 1.0 => format!("{:.0} µs", ms * 1e3),
+        ms => format!("{ms:.2} ms"),
+    }
+}
+
+/// A byte count in B, KiB or MiB.
+pub(crate) fn bytes(n: usize) -> String {
+    match n {
+        n if n < 1 << 10 => format!("{n} B"),
+        n if n < 1 << 20 => format!("{:.1} KiB", n as f64 / 1024.0),
+        n => format!("{:.1} MiB", n as f64 / (1 << 20) as f64),
+    }
+}

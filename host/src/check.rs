@@ -1,0 +1,80 @@
+//! Step 2 of a swap: check a compiled module against the ABI before it is instantiated: the
+//! memory and every required export with its exact signature, and imports the host can satisfy.
+//! (The ABI version itself is a function, so it is checked right after instantiation, still
+//! before the running app is touched.)
+
+use crate::error::CheckError;
+use crate::runtime::{GuestCtx, Runtime};
+use hotswap_abi::{EXPORTS, Export, HOST_ABORT, HOST_MODULE, MEMORY, WASI_MODULE};
+use wasmtime::{ExternType, FuncType, InstancePre, Module};
+
+impl Runtime {
+    /// Checks a module's exports and imports against the ABI, and links its imports.
+    pub(crate) fn check(&self, module: &Module) -> Result<InstancePre<GuestCtx>, CheckError> {
+        match module.get_export(MEMORY) {
+            Some(ExternType::Memory(_)) => {}
+            _ => return Err(CheckError::NoMemory),
+        }
+        for export in EXPORTS {
+            match module.get_export(export.name) {
+                None => return Err(CheckError::MissingExport(export.name)),
+                Some(ExternType::Func(ty)) if matches(&ty, export) => {}
+                Some(other) => {
+                    return Err(CheckError::WrongSignature {
+                        name: export.name,
+                        found: describe(&other),
+                        expected: signature(export.params.iter().map(abi_name), export.results.iter().map(abi_name)),
+                    });
+                }
+            }
+        }
+        for import in module.imports() {
+            let allowed = import.module() == WASI_MODULE
+                || (import.module() == HOST_MODULE && import.name() == HOST_ABORT);
+            if !allowed {
+                return Err(CheckError::ForeignImport {
+                    module: import.module().to_owned(),
+                    name: import.name().to_owned(),
+                });
+            }
+        }
+        self.linker.instantiate_pre(module).map_err(|e| CheckError::Imports(format!("{e:#}")))
+    }
+}
+
+fn matches(ty: &FuncType, export: &Export) -> bool {
+    let same = |actual: &mut dyn ExactSizeIterator<Item = wasmtime::ValType>, wanted: &[hotswap_abi::ValType]| {
+        actual.len() == wanted.len()
+            && actual.zip(wanted).all(|(a, w)| match w {
+                hotswap_abi::ValType::I32 => a.is_i32(),
+                hotswap_abi::ValType::I64 => a.is_i64(),
+            })
+    };
+    same(&mut ty.params(), export.params) && same(&mut ty.results(), export.results)
+}
+
+fn abi_name(ty: &hotswap_abi::ValType) -> String {
+    match ty {
+        hotswap_abi::ValType::I32 => "i32".into(),
+        hotswap_abi::ValType::I64 => "i64".into(),
+    }
+}
+
+fn signature(params: impl Iterator<Item = String>, results: impl Iterator<Item = String>) -> String {
+    let params: Vec<_> = params.collect();
+    let results: Vec<_> = results.collect();
+    format!("({}) -> ({})", params.join(", "), results.join(", "))
+}
+
+fn describe(ty: &ExternType) -> String {
+    match ty {
+        ExternType::Func(f) => format!(
+            "a function {}",
+            signature(f.params().map(|t| t.to_string()), f.results().map(|t| t.to_string()))
+        ),
+        ExternType::Global(_) => "a global".into(),
+        ExternType::Table(_) => "a table".into(),
+        ExternType::Memory(_) => "a memory".into(),
+        ExternType::Tag(_) => "a tag".into(),
+    }
+}

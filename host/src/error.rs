@@ -1,0 +1,138 @@
+//! Typed errors: what went wrong in a call into a guest, and why a swap was refused.
+//!
+//! Each message states its cause once; wrapping types add their step, never repeat the cause.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Why a call into a guest failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    /// The guest returned [`hotswap_abi::STATUS_ERROR`] with this message (the instance is fine).
+    #[error("{0}")]
+    Failed(String),
+    /// The guest panicked (it called `hotswap.abort`) with this message.
+    #[error("guest panicked: {0}")]
+    Panic(String),
+    /// The guest trapped.
+    #[error("guest trapped: {0}")]
+    Trap(String),
+    /// The guest ran past the call time limit and was interrupted.
+    #[error("guest ran longer than the {} ms call limit and was interrupted", .0.as_millis())]
+    Timeout(Duration),
+    /// The guest tried to grow its memory past the limit.
+    #[error("guest tried to use more than the {} MiB memory limit", .0 >> 20)]
+    MemoryLimit(usize),
+    /// The guest called WASI `proc_exit`.
+    #[error("guest exited with status {0}")]
+    Exit(i32),
+    /// The guest broke the ABI contract: a bad pointer, length or status.
+    #[error("guest broke the ABI: {0}")]
+    Abi(String),
+}
+
+impl CallError {
+    /// Whether the instance must be treated as lost after this error: anything but a reported
+    /// failure may have left the guest mid-operation (stack unreclaimed, state half-updated).
+    pub fn instance_lost(&self) -> bool {
+        !matches!(self, CallError::Failed(_))
+    }
+}
+
+/// The ABI checks a module must pass before it is instantiated.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CheckError {
+    /// No memory exported under the ABI's name.
+    #[error("the module does not export its memory as `memory`")]
+    NoMemory,
+    /// A required function is not exported.
+    #[error("the module does not export `{0}`, which Hotswap ABI version {abi} requires", abi = hotswap_abi::ABI_VERSION)]
+    MissingExport(&'static str),
+    /// A required export has the wrong type.
+    #[error("`{name}` is {found}, but the ABI requires a function {expected}")]
+    WrongSignature {
+        /// The export.
+        name: &'static str,
+        /// What the module has.
+        found: String,
+        /// What the ABI requires.
+        expected: String,
+    },
+    /// An import from outside WASI preview 1 and the `hotswap` namespace.
+    #[error("the module imports `{module}::{name}`; a guest may import only `wasi_snapshot_preview1` and `hotswap::abort`")]
+    ForeignImport {
+        /// Import module.
+        module: String,
+        /// Import name.
+        name: String,
+    },
+    /// An import the host cannot provide (unknown WASI function, wrong type).
+    #[error("the host cannot satisfy the module's imports: {0}")]
+    Imports(String),
+    /// The module speaks another ABI version.
+    #[error("the module speaks Hotswap ABI version {found}; this host speaks version {expected}")]
+    AbiVersion {
+        /// What the module returned from `hotswap_abi_version`.
+        found: i32,
+        /// [`hotswap_abi::ABI_VERSION`].
+        expected: u32,
+    },
+}
+
+/// Why a module could not be started or swapped in. Whatever the step, the app that was running
+/// keeps running with its state untouched.
+#[derive(Debug, thiserror::Error)]
+pub enum SwapError {
+    /// The module file could not be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The module file is empty.
+    #[error("the module is empty (0 bytes)")]
+    Empty,
+    /// Not WebAssembly at all.
+    #[error("not a WebAssembly module: it does not start with `\\0asm` (a `.wat` file is read as text)")]
+    NotWasm,
+    /// Wasmtime rejected the module.
+    #[error("invalid WebAssembly module: {0}")]
+    Invalid(String),
+    /// The module failed the ABI checks.
+    #[error(transparent)]
+    Check(#[from] CheckError),
+    /// Instantiation failed (for example its memory is larger than the limit).
+    #[error("cannot instantiate the module: {0}")]
+    Instantiate(String),
+    /// `_initialize` or one of the ABI's query functions failed.
+    #[error("the module failed while initializing: {0}")]
+    Initialize(CallError),
+    /// `hotswap_start` failed.
+    #[error("the app failed to start: {0}")]
+    Start(CallError),
+    /// The old instance failed to export its state.
+    #[error("the running version failed to export its state: {0}")]
+    Export(CallError),
+    /// The new instance could not take the state's bytes into its input buffer.
+    #[error("the new version could not receive the state: {0}")]
+    Transfer(CallError),
+    /// The new version refused the state (its `migrate` returned an error).
+    #[error("the new version refused the state: {0}")]
+    Refused(String),
+    /// The new instance failed while importing the state.
+    #[error("the new version failed while importing the state: {0}")]
+    Import(CallError),
+}
+
+impl SwapError {
+    /// A [`CallError`] from importing state: a reported failure is a refusal, anything else a
+    /// failure of the import itself.
+    pub(crate) fn from_import(error: CallError) -> Self {
+        match error {
+            CallError::Failed(message) => SwapError::Refused(message),
+            other => SwapError::Import(other),
+        }
+    }
+}
