@@ -162,7 +162,7 @@ macro_rules! export_app {
             }
             #[unsafe(export_name = "hotswap_state_version")]
             extern "C" fn hotswap_state_version() -> i32 {
-                <$app as $crate::App>::STATE_VERSION as i32
+                RUNTIME.state_version()
             }
             #[unsafe(export_name = "hotswap_output")]
             extern "C" fn hotswap_output() -> i32 {
@@ -244,6 +244,10 @@ pub mod __private {
             // SAFETY: see the `Sync` impl: each export takes this reference once, and no two
             // exports run at the same time.
             unsafe { &mut *self.0.get() }
+        }
+
+        pub fn state_version(&self) -> i32 {
+            A::STATE_VERSION as i32
         }
 
         pub fn output(&self) -> i32 {

@@ -93,6 +93,18 @@ impl LimitArgs {
     }
 }
 
+/// The whole `hotswap` command: parse the command line, run it, print any error's whole chain
+/// on stderr, and map the outcome to the exit status (0 success, 1 failure, 2 bad usage).
+pub fn main() -> std::process::ExitCode {
+    match execute(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hotswap: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// Runs a parsed command line.
 pub fn execute(cli: Cli) -> anyhow::Result<()> {
     match cli.command {

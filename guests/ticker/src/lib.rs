@@ -50,7 +50,7 @@ impl App for World {
 
     fn message(&mut self, input: &[u8]) -> Vec<u8> {
         match input {
-            b"where" => format!("ticker: step {} ball at ({}, {})", self.steps, self.x, self.y),
+            b"where" => format!("ticker: the ball is at ({}, {}) after {} steps", self.x, self.y, self.steps),
             b"kick" => {
                 self.dx = self.dx.signum() * (self.dx.abs() + 1).min(WIDTH / 2);
                 format!("ticker: speed {}", self.dx.abs())

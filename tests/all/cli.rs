@@ -1,0 +1,241 @@
+//! The `hotswap` command end to end, as a child process: stdin in, stdout out, swaps by writing
+//! the watched file, and a clear error with a non-zero exit for every bad input.
+
+use hotswap_tests::*;
+use std::io::Write;
+use std::process::{Child, ChildStdin, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// The `hotswap` command built for the tests (see `tests/src/bin/hotswap-under-test.rs`).
+const HOTSWAP_BIN: &str = env!("CARGO_BIN_EXE_hotswap-under-test");
+
+/// Guards against a hang, not a performance goal.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// A running `hotswap` with its stdout and stderr read line by line.
+struct Running {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: mpsc::Receiver<String>,
+    stderr: mpsc::Receiver<String>,
+}
+
+impl Running {
+    fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(HOTSWAP_BIN)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start hotswap");
+        let stdout = lines(child.stdout.take().unwrap());
+        let stderr = lines(child.stderr.take().unwrap());
+        Running { stdin: child.stdin.take(), child, stdout, stderr }
+    }
+
+    fn send(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().unwrap();
+        writeln!(stdin, "{line}").and_then(|()| stdin.flush()).expect("write to hotswap's stdin");
+    }
+
+    fn reply(&self) -> String {
+        self.stdout.recv_timeout(PATIENCE).expect("hotswap printed no reply")
+    }
+
+    /// Reads stderr until a line contains `needle`; returns that line.
+    fn log_until(&self, needle: &str) -> String {
+        let mut seen = Vec::new();
+        loop {
+            match self.stderr.recv_timeout(PATIENCE) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(line) => seen.push(line),
+                Err(_) => panic!("no stderr line contains {needle:?}; saw:\n{}", seen.join("\n")),
+            }
+        }
+    }
+
+    /// Closes stdin and waits for a clean exit.
+    fn finish(mut self) {
+        drop(self.stdin.take());
+        let status = self.child.wait().unwrap();
+        let rest: Vec<String> = self.stderr.try_iter().collect();
+        assert!(status.success(), "hotswap exited with {status}:\n{}", rest.join("\n"));
+    }
+}
+
+fn lines(reader: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(reader).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+fn run(args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(HOTSWAP_BIN)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn run_swap_by_writing_the_watched_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = dir.path().join("app.wasm");
+    std::fs::copy(COUNTER_V1, &app).unwrap();
+    let mut hotswap = Running::start(&["run", app.to_str().unwrap(), "--watch"]);
+    hotswap.log_until("watching");
+    hotswap.send("inc");
+    assert_eq!(hotswap.reply(), "counter v1: value=5");
+    hotswap.send("inc");
+    assert_eq!(hotswap.reply(), "counter v1: value=10");
+
+    std::fs::copy(COUNTER_V2, &app).unwrap();
+    let line = hotswap.log_until("swapped");
+    assert!(line.starts_with("hotswap: swapped app.wasm@"), "{line}");
+    assert!(line.contains("state v1 → v1") && line.contains("pause"), "{line}");
+    hotswap.send("inc");
+    assert_eq!(hotswap.reply(), "counter v2: value=11");
+
+    // A broken file is refused with its reason; the app keeps its state and code.
+    std::fs::write(&app, b"not wasm").unwrap();
+    let line = hotswap.log_until("refused");
+    assert!(line.contains("not a WebAssembly module") && line.contains("still running app.wasm@"), "{line}");
+    hotswap.send("inc");
+    assert_eq!(hotswap.reply(), "counter v2: value=12");
+
+    // An atomic rename brings v1 back (from the cache).
+    let staged = dir.path().join("staged.wasm");
+    std::fs::copy(COUNTER_V1, &staged).unwrap();
+    std::fs::rename(&staged, &app).unwrap();
+    let line = hotswap.log_until("swapped");
+    assert!(line.contains("cached"), "{line}");
+    hotswap.send("get");
+    assert_eq!(hotswap.reply(), "counter v1: value=12");
+    hotswap.finish();
+}
+
+#[test]
+fn a_failed_event_prints_an_error_line_and_the_app_serves_on() {
+    let output = run(&["run", PANIC_IN_HANDLER], "inc\npanic\ninc\n");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{stdout}");
+    assert_eq!(lines[0], "panic-in-handler: value=1");
+    assert!(lines[1].starts_with("error: guest panicked: panicked at "), "{}", lines[1]);
+    assert!(lines[1].contains("the handler panicked on purpose at value 1"), "{}", lines[1]);
+    assert_eq!(lines[2], "panic-in-handler: value=2");
+    assert!(stderr(&output).contains("message failed: guest panicked"), "{}", stderr(&output));
+    assert!(output.status.success());
+}
+
+#[test]
+fn ticks_reach_the_app_and_guest_stdout_passes_through() {
+    let mut hotswap = Running::start(&["run", TICKER, "--tick", "5"]);
+    // The guest's own println! output, through WASI stdout.
+    loop {
+        if hotswap.reply().starts_with("ticker: step 3 ball at") {
+            break;
+        }
+    }
+    hotswap.send("where");
+    let reply = loop {
+        let line = hotswap.reply();
+        if !line.starts_with("ticker: step") {
+            break line;
+        }
+    };
+    let steps: u64 = reply
+        .strip_prefix("ticker: the ball is at (")
+        .and_then(|r| r.split(" after ").nth(1))
+        .and_then(|r| r.strip_suffix(" steps"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected reply {reply:?}"));
+    assert!(steps >= 3, "{reply}");
+    hotswap.finish();
+}
+
+#[test]
+fn bad_inputs_exit_non_zero_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_wasm = dir.path().join("notes.wasm");
+    std::fs::write(&not_wasm, "hello").unwrap();
+    let traps = dir.path().join("traps.wat");
+    std::fs::write(
+        &traps,
+        crate::failures::abi_module(&[("hotswap_start", r#"(func (export "hotswap_start") (result i32) unreachable)"#)]),
+    )
+    .unwrap();
+    let cases: [(&str, &str); 4] = [
+        ("/no/such/app.wasm", "cannot read /no/such/app.wasm: No such file or directory"),
+        (not_wasm.to_str().unwrap(), "not a WebAssembly module: it does not start with `\\0asm`"),
+        (WRONG_ABI_WAT, "the module speaks Hotswap ABI version 99; this host speaks version 1"),
+        (traps.to_str().unwrap(), "the app failed to start: guest trapped: wasm trap: wasm `unreachable` instruction executed"),
+    ];
+    for (module, message) in cases {
+        let output = run(&["run", module], "");
+        assert_eq!(output.status.code(), Some(1), "{module}: {}", stderr(&output));
+        let text = stderr(&output);
+        assert!(text.starts_with("hotswap: error: "), "{module}: {text}");
+        assert!(text.contains(message), "{module}: expected {message:?} in {text}");
+        assert!(!text.contains("panicked"), "{module}: {text}");
+    }
+}
+
+#[test]
+fn check_reports_the_versions() {
+    let output = run(&["check", KV_V3], "");
+    assert!(output.status.success(), "{}", stderr(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.starts_with("kv_v3.wasm@") && stdout.contains("ok: Hotswap ABI v1, state v2"), "{stdout}");
+    let output = run(&["check", WRONG_ABI_WAT], "");
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr(&output).contains("fails the check: the module speaks Hotswap ABI version 99"));
+}
+
+#[test]
+fn bad_flags_are_usage_errors() {
+    for args in [
+        &["run"][..],
+        &["run", COUNTER_V1, "--tick", "0"],
+        &["run", COUNTER_V1, "--tick", "soon"],
+        &["run", COUNTER_V1, "--env", "=x"],
+        &["run", COUNTER_V1, "--dir", "::guest"],
+        &["run", COUNTER_V1, "--max-memory", "5000"],
+        &["run", COUNTER_V1, "--debounce", "10"],
+        &["frobnicate"],
+    ] {
+        let output = run(args, "");
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {}", stderr(&output));
+        assert!(stderr(&output).contains("error:"), "{args:?}");
+    }
+}
+
+#[test]
+fn help_explains_the_commands() {
+    let output = run(&["--help"], "");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains("replace its code while it runs") && text.contains("run") && text.contains("check"), "{text}");
+    let output = run(&["run", "--help"], "");
+    let text = String::from_utf8_lossy(&output.stdout);
+    for flag in ["--watch", "--tick <MS>", "--dir <HOST[::GUEST]>", "--env <KEY=VALUE>", "--timeout <MS>", "--max-memory <MIB>"] {
+        assert!(text.contains(flag), "run --help lacks {flag}:\n{text}");
+    }
+}

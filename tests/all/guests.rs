@@ -1,0 +1,197 @@
+//! One test per example guest, named after it: each swaps it the way it is meant to be used
+//! and checks that state is kept and behaviour changes.
+
+use hotswap::SwapError;
+use hotswap_tests::*;
+
+/// counter v1 → v2: the value counted by v1 is kept, and the next `inc` runs v2's code.
+#[test]
+pub fn counter_v1() {
+    let runtime = runtime();
+    let mut app = start(&runtime, COUNTER_V1);
+    assert_eq!(send(&mut app, "inc"), "counter v1: value=5");
+    assert_eq!(send(&mut app, "inc"), "counter v1: value=10");
+    let report = swap(&mut app, COUNTER_V2);
+    assert_eq!((report.from_state_version, report.to_state_version), (1, 1));
+    assert_eq!(send(&mut app, "get"), "counter v2: value=10");
+    assert_eq!(send(&mut app, "inc"), "counter v2: value=11");
+}
+
+/// counter v2 → v1: the swap works backwards too.
+#[test]
+pub fn counter_v2() {
+    let runtime = runtime();
+    let mut app = start(&runtime, COUNTER_V2);
+    send(&mut app, "inc");
+    send(&mut app, "inc");
+    swap(&mut app, COUNTER_V1);
+    assert_eq!(send(&mut app, "inc"), "counter v1: value=7");
+}
+
+/// The hand-written WAT counter implements the ABI with no SDK, reads and writes the Rust
+/// counter's state encoding, and swaps with it both ways.
+#[test]
+pub fn counter_wat() {
+    let runtime = runtime();
+    let mut app = start(&runtime, COUNTER_WAT);
+    assert_eq!(send(&mut app, "inc"), "counter-wat: value=10");
+    swap(&mut app, COUNTER_WAT);
+    assert_eq!(send(&mut app, "get"), "counter-wat: value=10");
+    swap(&mut app, COUNTER_V1);
+    assert_eq!(send(&mut app, "inc"), "counter v1: value=15");
+    swap(&mut app, COUNTER_WAT);
+    assert_eq!(send(&mut app, "inc"), "counter-wat: value=25");
+    swap(&mut app, COUNTER_V2);
+    assert_eq!(send(&mut app, "inc"), "counter v2: value=26");
+    // An unknown message is a reported failure (status ERROR), not a lost instance.
+    swap(&mut app, COUNTER_WAT);
+    let err = app.message(b"dec").unwrap_err();
+    assert_eq!(err.to_string(), "error: expected inc or get");
+    assert!(err.recovery.is_none());
+    assert_eq!(send(&mut app, "get"), "counter-wat: value=26");
+}
+
+/// kv v1 → v2 → v3: every step keeps every record.
+#[test]
+pub fn kv_v1() {
+    let runtime = runtime();
+    let mut app = start(&runtime, KV_V1);
+    send(&mut app, "set apple red");
+    send(&mut app, "set pear green");
+    assert_eq!(send(&mut app, "fill 100"), "kv v1: 102");
+    swap(&mut app, KV_V2);
+    assert_eq!(send(&mut app, "get apple"), "kv v2: red");
+    assert_eq!(send(&mut app, "count"), "kv v2: 102");
+    let report = swap(&mut app, KV_V3);
+    assert_eq!((report.from_state_version, report.to_state_version), (1, 2));
+    assert_eq!(send(&mut app, "get pear"), "kv v3: green");
+    assert_eq!(send(&mut app, "get 00000000042"), "kv v3: value-0000000042");
+    assert_eq!(send(&mut app, "count"), "kv v3: 102");
+}
+
+/// kv v2 starts fresh with its own fields.
+#[test]
+pub fn kv_v2() {
+    let runtime = runtime();
+    let mut app = start(&runtime, KV_V2);
+    send(&mut app, "set a 1");
+    send(&mut app, "get a");
+    assert_eq!(send(&mut app, "reads"), "kv v2: 1");
+    swap(&mut app, KV_V2);
+    assert_eq!(send(&mut app, "reads"), "kv v2: 1");
+}
+
+/// kv v3 cannot be swapped back to v2: its state version is newer than v2 knows.
+#[test]
+pub fn kv_v3() {
+    let runtime = runtime();
+    let mut app = start(&runtime, KV_V3);
+    send(&mut app, "set a 1");
+    send(&mut app, "set a 2");
+    assert_eq!(send(&mut app, "writes a"), "kv v3: 2");
+    let before = state(&mut app);
+    let refused = app.swap(prepare(&runtime, KV_V2)).unwrap_err();
+    let SwapError::Refused(message) = &refused.error else { panic!("expected a refusal, got {refused}") };
+    assert!(message.contains("state version 2, newer than this code's state version 1"), "{message}");
+    assert_eq!(state(&mut app), before);
+    assert_eq!(send(&mut app, "get a"), "kv v3: 2");
+}
+
+/// The ticker moves one step per tick, and its world survives a swap.
+#[test]
+pub fn ticker() {
+    let runtime = runtime();
+    let mut app = start(&runtime, TICKER);
+    for now in 0..25 {
+        app.tick(now).expect("tick");
+    }
+    assert_eq!(send(&mut app, "where"), "ticker: the ball is at (15, 5) after 25 steps");
+    swap(&mut app, TICKER);
+    app.tick(25).expect("tick");
+    assert_eq!(send(&mut app, "where"), "ticker: the ball is at (14, 6) after 26 steps");
+}
+
+/// A trap in the old version's export refuses the swap; the old version serves on.
+#[test]
+pub fn trap_in_export() {
+    let runtime = runtime();
+    let mut app = start(&runtime, TRAP_IN_EXPORT);
+    send(&mut app, "inc");
+    let before = state(&mut app);
+    send(&mut app, "arm");
+    let refused = app.swap(prepare(&runtime, COUNTER_V2)).unwrap_err();
+    let SwapError::Export(error) = &refused.error else { panic!("expected an export failure, got {refused}") };
+    assert!(error.to_string().contains("export failed on purpose"), "{error}");
+    assert!(refused.running.starts_with("trap_in_export.wasm@"), "{refused}");
+    assert_eq!(state(&mut app), before);
+    assert_eq!(send(&mut app, "inc"), "trap-in-export: value=2");
+}
+
+/// A trap in the new version's import refuses the swap; the old version serves on.
+#[test]
+pub fn trap_in_import() {
+    let runtime = runtime();
+    let mut app = start(&runtime, COUNTER_V1);
+    send(&mut app, "inc");
+    let before = state(&mut app);
+    let refused = app.swap(prepare(&runtime, TRAP_IN_IMPORT)).unwrap_err();
+    let SwapError::Import(error) = &refused.error else { panic!("expected an import failure, got {refused}") };
+    assert!(error.to_string().contains("migration from state version 1 crashed on purpose"), "{error}");
+    assert_eq!(state(&mut app), before);
+    assert_eq!(send(&mut app, "inc"), "counter v1: value=10");
+}
+
+/// A migration that refuses leaves the old version serving, and says why.
+#[test]
+pub fn refuse_migration() {
+    let runtime = runtime();
+    let mut app = start(&runtime, COUNTER_V1);
+    send(&mut app, "inc");
+    let before = state(&mut app);
+    let refused = app.swap(prepare(&runtime, REFUSE_MIGRATION)).unwrap_err();
+    assert!(
+        refused.to_string().contains("the new version refused the state: no migration from state version 1 to 2"),
+        "{refused}"
+    );
+    assert_eq!(state(&mut app), before);
+    assert_eq!(send(&mut app, "get"), "counter v1: value=5");
+    assert_eq!(app.stats().refused, 1);
+}
+
+/// A panic in a handler reaches the host with its message; the state moves to a fresh
+/// instance and the app serves on.
+#[test]
+pub fn panic_in_handler() {
+    let runtime = runtime();
+    let mut app = start(&runtime, PANIC_IN_HANDLER);
+    send(&mut app, "inc");
+    send(&mut app, "inc");
+    let error = app.message(b"panic").unwrap_err();
+    assert!(
+        error.to_string().contains("guest panicked: panicked at") && error.to_string().contains("on purpose at value 2"),
+        "{error}"
+    );
+    assert!(matches!(error.recovery, Some(Ok(()))), "{error}");
+    assert_eq!(send(&mut app, "inc"), "panic-in-handler: value=3");
+    assert_eq!(app.stats().recoveries, 1);
+    // Panicking many times does not wear the app out (each panic costs a fresh instance, not
+    // stack space in the same one).
+    for _ in 0..50 {
+        app.message(b"panic").unwrap_err();
+    }
+    assert_eq!(send(&mut app, "inc"), "panic-in-handler: value=4");
+}
+
+/// A module speaking another ABI version is refused before the running app is touched.
+#[test]
+pub fn wrong_abi_wat() {
+    let runtime = runtime();
+    let mut app = start(&runtime, COUNTER_V1);
+    send(&mut app, "inc");
+    let error = runtime.prepare_file(WRONG_ABI_WAT.as_ref()).err().expect("refused");
+    assert_eq!(
+        error.to_string(),
+        "the module speaks Hotswap ABI version 99; this host speaks version 1"
+    );
+    assert_eq!(send(&mut app, "get"), "counter v1: value=5");
+}

@@ -1,0 +1,97 @@
+//! Guests that loop forever or allocate without end: the host interrupts them, reports it, and
+//! keeps serving. (The limits are configuration, not timing assertions.)
+
+use crate::failures::{abi_module, prepare_wat, start_wat};
+use hotswap::{CallError, Config, SwapError};
+use hotswap_tests::*;
+use std::time::Duration;
+
+fn limited() -> std::sync::Arc<hotswap::Runtime> {
+    runtime_with(Config {
+        call_timeout: Duration::from_millis(200),
+        max_memory: 32 << 20,
+        inherit_stdio: false,
+        ..Config::default()
+    })
+}
+
+const SPIN_ON_7: &str = r#"(func (export "hotswap_message") (param $len i32) (result i32)
+    (if (i32.eq (i32.load8_u (i32.const 1024)) (i32.const 7)) (then (loop $forever (br $forever))))
+    (global.set $value (i64.add (global.get $value) (i64.const 1)))
+    (call $out (i32.const 0) (i32.const 0) (i32.const 0)))"#;
+
+#[test]
+fn an_endless_event_is_interrupted_and_the_app_serves_on() {
+    let runtime = limited();
+    let mut app = start_wat(&runtime, &abi_module(&[("hotswap_message", SPIN_ON_7)]));
+    app.message(&[1]).unwrap();
+    let error = app.message(&[7]).unwrap_err();
+    assert_eq!(error.error, CallError::Timeout(Duration::from_millis(200)));
+    assert!(error.to_string().starts_with("guest ran longer than the 200 ms call limit"), "{error}");
+    assert!(matches!(error.recovery, Some(Ok(()))), "{error}");
+    // The deadline is renewed for every call: the next event runs normally.
+    app.message(&[1]).unwrap();
+    assert_eq!(state(&mut app), 2i64.to_le_bytes());
+}
+
+#[test]
+fn an_endless_export_refuses_the_swap_and_the_old_version_serves_on() {
+    let runtime = limited();
+    let wat = abi_module(&[
+        ("hotswap_message", SPIN_ON_7),
+        ("hotswap_export_state", r#"(func (export "hotswap_export_state") (result i32) (loop $forever (br $forever)) (i32.const 0))"#),
+    ]);
+    let mut app = start_wat(&runtime, &wat);
+    app.message(&[1]).unwrap();
+    let refused = app.swap(prepare_wat(&runtime, &abi_module(&[])).unwrap()).unwrap_err();
+    assert!(matches!(refused.error, SwapError::Export(CallError::Timeout(_))), "{refused}");
+    app.message(&[1]).unwrap();
+    assert_eq!(app.stats().swaps, 0);
+}
+
+#[test]
+fn an_endless_import_refuses_the_swap() {
+    let runtime = limited();
+    let mut app = start_wat(&runtime, &abi_module(&[]));
+    app.message(&[1]).unwrap();
+    let wat = abi_module(&[("hotswap_import_state", r#"(func (export "hotswap_import_state") (param i32 i32) (result i32) (loop $forever (br $forever)) (i32.const 0))"#)]);
+    let refused = app.swap(prepare_wat(&runtime, &wat).unwrap()).unwrap_err();
+    assert!(matches!(refused.error, SwapError::Import(CallError::Timeout(_))), "{refused}");
+    assert_eq!(state(&mut app), 1i64.to_le_bytes());
+}
+
+#[test]
+fn growing_memory_without_end_hits_the_limit() {
+    let runtime = limited();
+    let wat = abi_module(&[(
+        "hotswap_message",
+        r#"(func (export "hotswap_message") (param i32) (result i32)
+            (loop $more (br_if $more (i32.ne (memory.grow (i32.const 16)) (i32.const -1))))
+            (call $out (i32.const 0) (i32.const 0) (i32.const 0)))"#,
+    )]);
+    let mut app = start_wat(&runtime, &wat);
+    let error = app.message(b"x").unwrap_err();
+    assert_eq!(error.error, CallError::MemoryLimit(32 << 20));
+    assert_eq!(error.error.to_string(), "guest tried to use more than the 32 MiB memory limit");
+    // The state moved to a fresh instance, with fresh memory.
+    assert!(matches!(error.recovery, Some(Ok(()))), "{error}");
+    assert_eq!(state(&mut app), 0i64.to_le_bytes());
+}
+
+#[test]
+fn a_rust_guest_allocating_without_end_hits_the_limit() {
+    let runtime = runtime_with(Config { max_memory: 32 << 20, inherit_stdio: false, ..Config::default() });
+    let mut app = start(&runtime, KV_V1);
+    send(&mut app, "set a 1");
+    let error = app.message(b"fill 100000000").unwrap_err();
+    assert_eq!(error.error, CallError::MemoryLimit(32 << 20), "{error}");
+    assert!(error.recovery.is_some(), "a trapped instance is treated as lost");
+}
+
+#[test]
+fn a_module_whose_memory_exceeds_the_limit_is_refused() {
+    let runtime = limited();
+    let wat = abi_module(&[("memory", r#"(memory (export "memory") 1024)"#)]);
+    let error = prepare_wat(&runtime, &wat).err().unwrap();
+    assert!(matches!(error, SwapError::Instantiate(_)), "{error}");
+}

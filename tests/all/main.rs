@@ -1,0 +1,22 @@
+//! Hotswap's integration tests: one binary. Guests are built from source by `build.rs`;
+//! malformed modules are inline WAT.
+
+mod cli;
+mod evolution;
+mod failures;
+mod guests;
+mod limits;
+mod memory;
+mod property;
+mod sdk;
+mod watch;
+
+/// Every example guest has a test named after it in `guests.rs`: adding a guest without one is
+/// a compile error here.
+macro_rules! assert_test_exists {
+    ($name:ident) => {
+        #[allow(unused_imports)]
+        use crate::guests::$name as _;
+    };
+}
+hotswap_tests::foreach_guest!(assert_test_exists);

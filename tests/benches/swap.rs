@@ -1,0 +1,180 @@
+//! Hotswap's benchmarks: swap pause against state size, with its phases, and per-event dispatch
+//! against a bare wasmtime typed call. A bench binary (not criterion): a swap of 100 MB of state
+//! takes long enough that a handful of runs per size, reported as medians, is what fits.
+//!
+//! `cargo bench -p hotswap-tests --bench swap` runs everything; `-- --quick` stops at 1 MB and
+//! runs fewer repetitions (a smoke run). Results and the machine go in BENCHMARKS.md.
+
+use hotswap::{App, Config, Phases, Runtime};
+use hotswap_tests::*;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// About how many bytes of MessagePack one generated kv record takes (11-digit key, 16-byte
+/// value); the table prints the exact state size.
+const RECORD_BYTES: usize = 29;
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let runtime = Runtime::new(Config {
+        inherit_stdio: false,
+        max_memory: 4 << 30,
+        call_timeout: Duration::from_secs(120),
+        ..Config::default()
+    })
+    .expect("runtime");
+
+    compile_times();
+    println!();
+    dispatch(&runtime, quick);
+    println!();
+    println!("## Swap pause by state size (medians; pause = export + copy + import)");
+    println!();
+    println!("| swap | state | runs | prepare (before pause) | export | copy | import | **pause** |");
+    println!("|---|---|---|---|---|---|---|---|");
+    let sizes: &[(&str, usize, usize)] = if quick {
+        &[("1 KB", 1 << 10, 5), ("1 MB", 1 << 20, 3)]
+    } else {
+        &[("1 KB", 1 << 10, 31), ("1 MB", 1 << 20, 15), ("10 MB", 10 << 20, 7), ("100 MB", 100 << 20, 5)]
+    };
+    for &(label, bytes, runs) in sizes {
+        let records = bytes.div_ceil(RECORD_BYTES);
+        swap_pause(&runtime, "kv v1 → v2 (same layout)", label, records, runs, KV_V2);
+        swap_pause(&runtime, "kv v1 → v3 (migrate)", label, records, runs, KV_V3);
+    }
+}
+
+/// Compile time of each example module, uncached (a fresh runtime for each).
+fn compile_times() {
+    println!("## Compile (cranelift, uncached)");
+    println!();
+    println!("| module | size | compile |");
+    println!("|---|---|---|");
+    for (name, path) in [("counter_v1", COUNTER_V1), ("kv_v3", KV_V3), ("counter.wat", COUNTER_WAT)] {
+        let bytes = std::fs::read(path).unwrap();
+        let times: Vec<Duration> = (0..5)
+            .map(|_| {
+                let runtime = Runtime::new(Config::default()).unwrap();
+                runtime.compile(name, &bytes).unwrap().compile_time
+            })
+            .collect();
+        println!("| {name} | {} KiB | {} |", bytes.len() / 1024, fmt(median(times)));
+    }
+}
+
+/// One swap kind at one size: a fresh app filled with `records` records for every run.
+fn swap_pause(runtime: &Arc<Runtime>, kind: &str, label: &str, records: usize, runs: usize, to: &str) {
+    let mut phases: Vec<Phases> = Vec::new();
+    let mut prepare = Vec::new();
+    let mut state_len = 0;
+    for _ in 0..runs {
+        let mut app = start(runtime, KV_V1);
+        assert_eq!(send(&mut app, &format!("fill {records}")), format!("kv v1: {records}"));
+        let started = Instant::now();
+        let mut prepared = prepare_file(runtime, to);
+        // What `hotswap run` does before the pause: reserve and touch room for the state, sized
+        // from the last swap (here: the record count times the record size, plus 1%).
+        prepared.reserve_state(records * RECORD_BYTES + records * RECORD_BYTES / 100 + 64).unwrap();
+        prepare.push(started.elapsed());
+        let report = app.swap(prepared).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(send(&mut app, "count"), format!("kv {}: {records}", if to == KV_V2 { "v2" } else { "v3" }));
+        state_len = report.state_len;
+        phases.push(report.phases);
+    }
+    let pick = |f: fn(&Phases) -> Duration| fmt(median(phases.iter().map(f).collect()));
+    println!(
+        "| {kind} | {label} ({} B, {records} records) | {runs} | {} | {} | {} | {} | **{}** |",
+        state_len,
+        fmt(median(prepare)),
+        pick(|p| p.export),
+        pick(|p| p.copy),
+        pick(|p| p.import),
+        pick(|p| p.pause),
+    );
+}
+
+fn prepare_file(runtime: &Runtime, path: &str) -> hotswap::Prepared {
+    runtime.prepare_file(path.as_ref()).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// Per-event dispatch: `App::message` against bare wasmtime calls of the same export.
+fn dispatch(runtime: &Arc<Runtime>, quick: bool) {
+    let batch = if quick { 20_000 } else { 200_000 };
+    let batches = if quick { 5 } else { 15 };
+    println!("## Per-event dispatch (median of {batches} batches of {batch} calls, ns per call)");
+    println!();
+    println!("| guest, message | bare `TypedFunc::call` | bare + epoch deadline | `App::message` | App / bare+epoch |");
+    println!("|---|---|---|---|---|");
+    for (name, path, input) in [("counter.wat, `get`", COUNTER_WAT, "get"), ("counter_v1 (Rust SDK), `get`", COUNTER_V1, "get")] {
+        let bare = bare_call(path, input, false, batch, batches);
+        let bare_epoch = bare_call(path, input, true, batch, batches);
+        let mut app: App = start(runtime, path);
+        let host = per_call(batch, batches, || {
+            std::hint::black_box(app.message(input.as_bytes()).unwrap());
+        });
+        println!(
+            "| {name} | {bare:.1} | {bare_epoch:.1} | {host:.1} | {:.2}× |",
+            host / bare_epoch
+        );
+    }
+}
+
+/// Calls `hotswap_message` directly with wasmtime: the input written once, nothing checked.
+fn bare_call(path: &str, input: &str, epoch: bool, batch: usize, batches: usize) -> f64 {
+    use wasmtime::{Config, Engine, Linker, Module, Store};
+    let mut config = Config::new();
+    config.epoch_interruption(epoch);
+    let engine = Engine::new(&config).unwrap();
+    let module = Module::from_file(&engine, path).unwrap();
+    let mut linker: Linker<()> = Linker::new(&engine);
+    // The Rust guests import WASI and `hotswap.abort`; a dispatch never calls them.
+    linker.define_unknown_imports_as_traps(&module).unwrap();
+    let mut store = Store::new(&engine, ());
+    store.set_epoch_deadline(u64::MAX / 2);
+    let instance = linker.instantiate(&mut store, &module).unwrap();
+    if let Ok(init) = instance.get_typed_func::<(), ()>(&mut store, "_initialize") {
+        init.call(&mut store, ()).unwrap();
+    }
+    let start = instance.get_typed_func::<(), i32>(&mut store, "hotswap_start").unwrap();
+    assert_eq!(start.call(&mut store, ()).unwrap(), 0);
+    let reserve = instance.get_typed_func::<i32, i32>(&mut store, "hotswap_reserve").unwrap();
+    let ptr = reserve.call(&mut store, input.len() as i32).unwrap() as usize;
+    let memory = instance.get_memory(&mut store, "memory").unwrap();
+    memory.data_mut(&mut store)[ptr..ptr + input.len()].copy_from_slice(input.as_bytes());
+    let message = instance.get_typed_func::<i32, i32>(&mut store, "hotswap_message").unwrap();
+    let len = input.len() as i32;
+    per_call(batch, batches, || {
+        if epoch {
+            store.set_epoch_deadline(1_000_000);
+        }
+        std::hint::black_box(message.call(&mut store, len).unwrap());
+    })
+}
+
+/// Median over batches of the mean time per call, in ns.
+fn per_call(batch: usize, batches: usize, mut f: impl FnMut()) -> f64 {
+    for _ in 0..batch / 10 {
+        f();
+    }
+    let mut means: Vec<f64> = (0..batches)
+        .map(|_| {
+            let started = Instant::now();
+            for _ in 0..batch {
+                f();
+            }
+            started.elapsed().as_nanos() as f64 / batch as f64
+        })
+        .collect();
+    means.sort_by(f64::total_cmp);
+    means[means.len() / 2]
+}
+
+fn median(mut values: Vec<Duration>) -> Duration {
+    values.sort();
+    values[values.len() / 2]
+}
+
+fn fmt(d: Duration) -> String {
+    let ms = d.as_secs_f64() * 1e3;
+    if ms < 1.0 { format!("{:.0} µs", ms * 1e3) } else { format!("{ms:.2} ms") }
+}
