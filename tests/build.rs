@@ -12,7 +12,9 @@ const WASM_TARGET: &str = "wasm32-wasip1";
 
 fn main() {
     let manifest_dir = PathBuf::from(env("CARGO_MANIFEST_DIR"));
-    let root = manifest_dir.parent().expect("tests/ lies inside the workspace");
+    let root = manifest_dir
+        .parent()
+        .expect("tests/ lies inside the workspace");
     let out = PathBuf::from(env("OUT_DIR"));
     for input in ["guests", "guest-sdk", "abi"] {
         println!("cargo:rerun-if-changed={}", root.join(input).display());
@@ -23,7 +25,13 @@ fn main() {
     let target_dir = out.join("guests-target");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
-        .args(["build", "--release", "--target", WASM_TARGET, "--manifest-path"])
+        .args([
+            "build",
+            "--release",
+            "--target",
+            WASM_TARGET,
+            "--manifest-path",
+        ])
         .arg(guests.join("Cargo.toml"))
         .arg("--target-dir")
         .arg(&target_dir)
@@ -35,14 +43,22 @@ fn main() {
         .env_remove("CARGO_BUILD_RUSTFLAGS")
         .status()
         .expect("cannot run cargo to build the example guests");
-    assert!(status.success(), "building the example guests in {} failed", guests.display());
+    assert!(
+        status.success(),
+        "building the example guests in {} failed",
+        guests.display()
+    );
 
     let mut guest_list: Vec<(String, PathBuf)> = Vec::new();
     let built = target_dir.join(WASM_TARGET).join("release");
     for member in workspace_members(&guests.join("Cargo.toml")) {
         let name = package_name(&guests.join(&member).join("Cargo.toml"));
         let file = built.join(format!("{}.wasm", name.replace('-', "_")));
-        assert!(file.exists(), "guest {name} did not produce {}", file.display());
+        assert!(
+            file.exists(),
+            "guest {name} did not produce {}",
+            file.display()
+        );
         guest_list.push((name, file));
     }
 
@@ -55,8 +71,13 @@ fn main() {
         .collect();
     wat_files.sort();
     for wat_file in wat_files {
-        let stem = wat_file.file_stem().expect("a .wat file has a stem").to_string_lossy().into_owned();
-        let binary = wat::parse_file(&wat_file).unwrap_or_else(|e| panic!("{}: {e}", wat_file.display()));
+        let stem = wat_file
+            .file_stem()
+            .expect("a .wat file has a stem")
+            .to_string_lossy()
+            .into_owned();
+        let binary =
+            wat::parse_file(&wat_file).unwrap_or_else(|e| panic!("{}: {e}", wat_file.display()));
         let file = wat_out.join(format!("{stem}.wasm"));
         std::fs::write(&file, binary).expect("write a WAT guest's binary");
         guest_list.push((format!("{stem}-wat"), file));
@@ -66,7 +87,12 @@ fn main() {
     for (name, file) in &guest_list {
         let ident = name.replace('-', "_").to_uppercase();
         writeln!(code, "/// The `{name}` guest, built from `guests/`.").unwrap();
-        writeln!(code, "pub const {ident}: &str = {:?};", file.display().to_string()).unwrap();
+        writeln!(
+            code,
+            "pub const {ident}: &str = {:?};",
+            file.display().to_string()
+        )
+        .unwrap();
     }
     code.push_str("\n/// Calls `$m!(guest_name)` for every example guest.\n#[macro_export]\nmacro_rules! foreach_guest {\n    ($m:ident) => {\n");
     for (name, _) in &guest_list {
@@ -83,13 +109,22 @@ fn env(key: &str) -> String {
 /// Installs the wasm32-wasip1 standard library with rustup if this toolchain lacks it.
 fn ensure_wasm_target() {
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
-    let sysroot = Command::new(rustc).args(["--print", "sysroot"]).output().expect("run rustc --print sysroot");
+    let sysroot = Command::new(rustc)
+        .args(["--print", "sysroot"])
+        .output()
+        .expect("run rustc --print sysroot");
     let sysroot = String::from_utf8_lossy(&sysroot.stdout).trim().to_owned();
-    if Path::new(&sysroot).join("lib/rustlib").join(WASM_TARGET).exists() {
+    if Path::new(&sysroot)
+        .join("lib/rustlib")
+        .join(WASM_TARGET)
+        .exists()
+    {
         return;
     }
     println!("cargo:warning=installing the {WASM_TARGET} target: rustup target add {WASM_TARGET}");
-    let status = Command::new("rustup").args(["target", "add", WASM_TARGET]).status();
+    let status = Command::new("rustup")
+        .args(["target", "add", WASM_TARGET])
+        .status();
     assert!(
         status.is_ok_and(|s| s.success()),
         "the {WASM_TARGET} target is missing and `rustup target add {WASM_TARGET}` failed"
@@ -99,9 +134,12 @@ fn ensure_wasm_target() {
 /// The `members = [...]` of a workspace manifest.
 fn workspace_members(manifest: &Path) -> Vec<String> {
     let text = std::fs::read_to_string(manifest).expect("read guests/Cargo.toml");
-    let start = text.find("members").expect("guests/Cargo.toml lists members");
+    let start = text
+        .find("members")
+        .expect("guests/Cargo.toml lists members");
     let list = &text[start..];
-    let list = &list[list.find('[').expect("members = [") + 1..list.find(']').expect("members = [...]")];
+    let list =
+        &list[list.find('[').expect("members = [") + 1..list.find(']').expect("members = [...]")];
     list.split(',')
         .map(|m| m.trim().trim_matches('"').to_owned())
         .filter(|m| !m.is_empty())
@@ -110,8 +148,13 @@ fn workspace_members(manifest: &Path) -> Vec<String> {
 
 /// The `name = "..."` of a package manifest.
 fn package_name(manifest: &Path) -> String {
-    let text = std::fs::read_to_string(manifest).unwrap_or_else(|e| panic!("{}: {e}", manifest.display()));
+    let text =
+        std::fs::read_to_string(manifest).unwrap_or_else(|e| panic!("{}: {e}", manifest.display()));
     text.lines()
-        .find_map(|line| line.trim().strip_prefix("name = ").map(|n| n.trim_matches('"').to_owned()))
+        .find_map(|line| {
+            line.trim()
+                .strip_prefix("name = ")
+                .map(|n| n.trim_matches('"').to_owned())
+        })
         .unwrap_or_else(|| panic!("{} has no package name", manifest.display()))
 }

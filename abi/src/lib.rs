@@ -121,23 +121,59 @@ pub struct Export {
 use ValType::{I32, I64};
 
 /// `hotswap_abi_version: () -> i32`
-pub const ABI_VERSION_FN: Export = Export { name: "hotswap_abi_version", params: &[], results: &[I32] };
+pub const ABI_VERSION_FN: Export = Export {
+    name: "hotswap_abi_version",
+    params: &[],
+    results: &[I32],
+};
 /// `hotswap_state_version: () -> i32`
-pub const STATE_VERSION_FN: Export = Export { name: "hotswap_state_version", params: &[], results: &[I32] };
+pub const STATE_VERSION_FN: Export = Export {
+    name: "hotswap_state_version",
+    params: &[],
+    results: &[I32],
+};
 /// `hotswap_output: () -> i32`
-pub const OUTPUT_FN: Export = Export { name: "hotswap_output", params: &[], results: &[I32] };
+pub const OUTPUT_FN: Export = Export {
+    name: "hotswap_output",
+    params: &[],
+    results: &[I32],
+};
 /// `hotswap_reserve: (len: i32) -> i32`
-pub const RESERVE_FN: Export = Export { name: "hotswap_reserve", params: &[I32], results: &[I32] };
+pub const RESERVE_FN: Export = Export {
+    name: "hotswap_reserve",
+    params: &[I32],
+    results: &[I32],
+};
 /// `hotswap_start: () -> status`
-pub const START_FN: Export = Export { name: "hotswap_start", params: &[], results: &[I32] };
+pub const START_FN: Export = Export {
+    name: "hotswap_start",
+    params: &[],
+    results: &[I32],
+};
 /// `hotswap_import_state: (len: i32, version: i32) -> status`
-pub const IMPORT_STATE_FN: Export = Export { name: "hotswap_import_state", params: &[I32, I32], results: &[I32] };
+pub const IMPORT_STATE_FN: Export = Export {
+    name: "hotswap_import_state",
+    params: &[I32, I32],
+    results: &[I32],
+};
 /// `hotswap_export_state: () -> status`
-pub const EXPORT_STATE_FN: Export = Export { name: "hotswap_export_state", params: &[], results: &[I32] };
+pub const EXPORT_STATE_FN: Export = Export {
+    name: "hotswap_export_state",
+    params: &[],
+    results: &[I32],
+};
 /// `hotswap_message: (len: i32) -> status`
-pub const MESSAGE_FN: Export = Export { name: "hotswap_message", params: &[I32], results: &[I32] };
+pub const MESSAGE_FN: Export = Export {
+    name: "hotswap_message",
+    params: &[I32],
+    results: &[I32],
+};
 /// `hotswap_tick: (now_ms: i64) -> status`
-pub const TICK_FN: Export = Export { name: "hotswap_tick", params: &[I64], results: &[I32] };
+pub const TICK_FN: Export = Export {
+    name: "hotswap_tick",
+    params: &[I64],
+    results: &[I32],
+};
 
 /// Every function a guest must export, in the order the contract lists them.
 pub const EXPORTS: &[Export] = &[

@@ -127,7 +127,10 @@ impl From<&str> for MigrateError {
 /// Decodes state bytes as `T`: use it in [`App::migrate`] to read an old version's shape.
 pub fn decode<T: DeserializeOwned>(state: &[u8]) -> Result<T, MigrateError> {
     rmp_serde::from_slice(state).map_err(|e| {
-        MigrateError::new(format!("cannot decode the state as `{}`: {e}", std::any::type_name::<T>()))
+        MigrateError::new(format!(
+            "cannot decode the state as `{}`: {e}",
+            std::any::type_name::<T>()
+        ))
     })
 }
 
@@ -341,7 +344,10 @@ pub mod __private {
     impl<A> Runtime<A> {
         fn succeed(&mut self, output: Vec<u8>) -> i32 {
             self.output = output;
-            self.descriptor = [self.output.as_ptr() as usize as u32, self.output.len() as u32];
+            self.descriptor = [
+                self.output.as_ptr() as usize as u32,
+                self.output.len() as u32,
+            ];
             STATUS_OK
         }
 

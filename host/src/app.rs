@@ -55,7 +55,11 @@ impl Runtime {
         let compiled = self.compile(name, bytes)?;
         let guest = Guest::instantiate(self, &compiled)?;
         self.remember(&compiled);
-        Ok(Prepared { compiled, guest, prepare_time: started.elapsed() })
+        Ok(Prepared {
+            compiled,
+            guest,
+            prepare_time: started.elapsed(),
+        })
     }
 
     /// [`Runtime::prepare`] for a module file.
@@ -119,7 +123,11 @@ pub struct SwapReport {
 
 impl fmt::Display for SwapReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let compile = if self.cached { "cached".to_owned() } else { format!("compile {}", ms(self.compile_time)) };
+        let compile = if self.cached {
+            "cached".to_owned()
+        } else {
+            format!("compile {}", ms(self.compile_time))
+        };
         let p = &self.phases;
         write!(
             f,
@@ -177,7 +185,10 @@ impl fmt::Display for EventError {
         match &self.recovery {
             None => Ok(()),
             Some(Ok(())) => write!(f, " (the state was moved into a fresh instance)"),
-            Some(Err(e)) => write!(f, " (the state could not be moved into a fresh instance: {e}; the instance keeps serving)"),
+            Some(Err(e)) => write!(
+                f,
+                " (the state could not be moved into a fresh instance: {e}; the instance keeps serving)"
+            ),
         }
     }
 }
@@ -195,9 +206,18 @@ pub struct App {
 impl App {
     /// Starts a prepared module with a fresh state (`hotswap_start`).
     pub fn start(runtime: Arc<Runtime>, prepared: Prepared) -> Result<App, SwapError> {
-        let Prepared { compiled, mut guest, .. } = prepared;
+        let Prepared {
+            compiled,
+            mut guest,
+            ..
+        } = prepared;
         guest.start().map_err(SwapError::Start)?;
-        Ok(App { runtime, compiled, guest, stats: Stats::default() })
+        Ok(App {
+            runtime,
+            compiled,
+            guest,
+            stats: Stats::default(),
+        })
     }
 
     /// The running module.
@@ -244,7 +264,11 @@ impl App {
     /// its state are untouched (a trap in the old instance's export is recovered from as after
     /// any trap).
     pub fn swap(&mut self, prepared: Prepared) -> Result<SwapReport, SwapRefused> {
-        let Prepared { compiled, mut guest, prepare_time } = prepared;
+        let Prepared {
+            compiled,
+            mut guest,
+            prepare_time,
+        } = prepared;
         let from_state_version = self.guest.state_version();
         match transfer(&mut self.guest, &mut guest) {
             Ok((state_len, phases)) => {
@@ -282,7 +306,12 @@ impl App {
     /// The refusal of a swap to `attempted`, counted.
     pub fn refused(&mut self, attempted: String, error: SwapError) -> SwapRefused {
         self.stats.refused += 1;
-        SwapRefused { attempted, error, running: self.compiled.to_string(), state_version: self.state_version() }
+        SwapRefused {
+            attempted,
+            error,
+            running: self.compiled.to_string(),
+            state_version: self.state_version(),
+        }
     }
 
     fn failed(&mut self, error: CallError) -> EventError {
@@ -314,7 +343,8 @@ fn transfer(old: &mut Guest, new: &mut Guest) -> Result<(usize, Phases), SwapErr
     new.receive_state(state).map_err(SwapError::Transfer)?;
     let state_len = state.len();
     let copied = Instant::now();
-    new.import_state(state_len, version).map_err(SwapError::from_import)?;
+    new.import_state(state_len, version)
+        .map_err(SwapError::from_import)?;
     let imported = Instant::now();
     let phases = Phases {
         export: exported - started,
@@ -328,7 +358,9 @@ fn transfer(old: &mut Guest, new: &mut Guest) -> Result<(usize, Phases), SwapErr
 /// Drops an instance (its whole `Store`) on another thread: freeing a large memory takes time.
 fn dispose(guest: Guest) {
     // If the thread cannot start, the closure (and the instance) is dropped right here.
-    let _ = std::thread::Builder::new().name("hotswap-drop".into()).spawn(move || drop(guest));
+    let _ = std::thread::Builder::new()
+        .name("hotswap-drop".into())
+        .spawn(move || drop(guest));
 }
 
 /// A duration for people: µs below a millisecond, ms with two decimals above.

@@ -23,7 +23,10 @@ impl Runtime {
                     return Err(CheckError::WrongSignature {
                         name: export.name,
                         found: describe(&other),
-                        expected: signature(export.params.iter().map(abi_name), export.results.iter().map(abi_name)),
+                        expected: signature(
+                            export.params.iter().map(abi_name),
+                            export.results.iter().map(abi_name),
+                        ),
                     });
                 }
             }
@@ -38,12 +41,15 @@ impl Runtime {
                 });
             }
         }
-        self.linker.instantiate_pre(module).map_err(|e| CheckError::Imports(format!("{e:#}")))
+        self.linker
+            .instantiate_pre(module)
+            .map_err(|e| CheckError::Imports(format!("{e:#}")))
     }
 }
 
 fn matches(ty: &FuncType, export: &Export) -> bool {
-    let same = |actual: &mut dyn ExactSizeIterator<Item = wasmtime::ValType>, wanted: &[hotswap_abi::ValType]| {
+    let same = |actual: &mut dyn ExactSizeIterator<Item = wasmtime::ValType>,
+                wanted: &[hotswap_abi::ValType]| {
         actual.len() == wanted.len()
             && actual.zip(wanted).all(|(a, w)| match w {
                 hotswap_abi::ValType::I32 => a.is_i32(),
@@ -60,7 +66,10 @@ fn abi_name(ty: &hotswap_abi::ValType) -> String {
     }
 }
 
-fn signature(params: impl Iterator<Item = String>, results: impl Iterator<Item = String>) -> String {
+fn signature(
+    params: impl Iterator<Item = String>,
+    results: impl Iterator<Item = String>,
+) -> String {
     let params: Vec<_> = params.collect();
     let results: Vec<_> = results.collect();
     format!("({}) -> ({})", params.join(", "), results.join(", "))
@@ -70,7 +79,10 @@ fn describe(ty: &ExternType) -> String {
     match ty {
         ExternType::Func(f) => format!(
             "a function {}",
-            signature(f.params().map(|t| t.to_string()), f.results().map(|t| t.to_string()))
+            signature(
+                f.params().map(|t| t.to_string()),
+                f.results().map(|t| t.to_string())
+            )
         ),
         ExternType::Global(_) => "a global".into(),
         ExternType::Table(_) => "a table".into(),

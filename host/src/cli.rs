@@ -109,7 +109,11 @@ pub fn main() -> std::process::ExitCode {
 pub fn execute(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run(args) => {
-            let config = Config { dirs: args.dirs, env: args.env, ..args.limits.config() };
+            let config = Config {
+                dirs: args.dirs,
+                env: args.env,
+                ..args.limits.config()
+            };
             let options = RunOptions {
                 module: args.module,
                 watch: args.watch,
@@ -141,7 +145,10 @@ fn parse_dir(arg: &str) -> Result<DirMapping, String> {
     if host.is_empty() || guest.is_empty() {
         return Err("expected HOST or HOST::GUEST, both non-empty".into());
     }
-    Ok(DirMapping { host: PathBuf::from(host), guest: guest.to_owned() })
+    Ok(DirMapping {
+        host: PathBuf::from(host),
+        guest: guest.to_owned(),
+    })
 }
 
 fn parse_env(arg: &str) -> Result<(String, String), String> {

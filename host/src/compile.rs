@@ -56,12 +56,18 @@ impl fmt::Display for Compiled {
 
 /// Reads a module file.
 pub fn read_module(path: &Path) -> Result<Vec<u8>, SwapError> {
-    std::fs::read(path).map_err(|source| SwapError::Read { path: path.to_owned(), source })
+    std::fs::read(path).map_err(|source| SwapError::Read {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 /// The name used for a module file in messages.
 pub fn display_name(path: &Path) -> String {
-    path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned())
+    path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
 }
 
 impl Runtime {
@@ -70,7 +76,13 @@ impl Runtime {
         let hash = ModuleHash::of(bytes);
         if let Some(module) = self.cached(&hash) {
             let compile_time = Duration::ZERO;
-            return Ok(Compiled { name: name.to_owned(), hash, module, compile_time, cached: true });
+            return Ok(Compiled {
+                name: name.to_owned(),
+                hash,
+                module,
+                compile_time,
+                cached: true,
+            });
         }
         let started = Instant::now();
         let module = if bytes.starts_with(b"\0asm") {

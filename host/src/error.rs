@@ -59,7 +59,9 @@ pub enum CheckError {
         expected: String,
     },
     /// An import from outside WASI preview 1 and the `hotswap` namespace.
-    #[error("the module imports `{module}::{name}`; a guest may import only `wasi_snapshot_preview1` and `hotswap::abort`")]
+    #[error(
+        "the module imports `{module}::{name}`; a guest may import only `wasi_snapshot_preview1` and `hotswap::abort`"
+    )]
     ForeignImport {
         /// Import module.
         module: String,
@@ -95,7 +97,9 @@ pub enum SwapError {
     #[error("the module is empty (0 bytes)")]
     Empty,
     /// Not WebAssembly at all.
-    #[error("not a WebAssembly module: it does not start with `\\0asm` (a `.wat` file is read as text)")]
+    #[error(
+        "not a WebAssembly module: it does not start with `\\0asm` (a `.wat` file is read as text)"
+    )]
     NotWasm,
     /// Wasmtime rejected the module.
     #[error("invalid WebAssembly module: {0}")]

@@ -49,16 +49,28 @@ impl Guest {
         }
         for dir in &config.dirs {
             wasi.preopened_dir(&dir.host, &dir.guest, wasmtime_wasi::FsPerms::ReadWrite)
-                .map_err(|e| SwapError::Instantiate(format!("cannot open --dir {}: {e:#}", dir.host.display())))?;
+                .map_err(|e| {
+                    SwapError::Instantiate(format!(
+                        "cannot open --dir {}: {e:#}",
+                        dir.host.display()
+                    ))
+                })?;
         }
-        let ctx = GuestCtx { wasi: wasi.build_p1(), max_memory: config.max_memory };
+        let ctx = GuestCtx {
+            wasi: wasi.build_p1(),
+            max_memory: config.max_memory,
+        };
         let mut store = Store::new(&runtime.engine, ctx);
         store.limiter(|ctx| ctx);
         let deadline_ticks = runtime.deadline_ticks();
         store.set_epoch_deadline(deadline_ticks);
 
-        let instance = pre.instantiate(&mut store).map_err(|e| SwapError::Instantiate(format!("{e:#}")))?;
-        let memory = instance.get_memory(&mut store, abi::MEMORY).ok_or(CheckError::NoMemory)?;
+        let instance = pre
+            .instantiate(&mut store)
+            .map_err(|e| SwapError::Instantiate(format!("{e:#}")))?;
+        let memory = instance
+            .get_memory(&mut store, abi::MEMORY)
+            .ok_or(CheckError::NoMemory)?;
         // The checks have proven each export exists with this signature.
         let typed = |store: &mut Store<GuestCtx>, name: &str| instance.get_func(&mut *store, name);
         macro_rules! func {
@@ -80,7 +92,9 @@ impl Guest {
             message: func!(abi::MESSAGE_FN),
             tick: func!(abi::TICK_FN),
         };
-        let initialize = instance.get_typed_func::<(), ()>(&mut store, abi::INITIALIZE).ok();
+        let initialize = instance
+            .get_typed_func::<(), ()>(&mut store, abi::INITIALIZE)
+            .ok();
 
         let mut guest = Guest {
             store,
@@ -94,14 +108,26 @@ impl Guest {
             max_memory: config.max_memory,
         };
         if let Some(initialize) = initialize {
-            guest.call_func(&initialize, ()).map_err(SwapError::Initialize)?;
+            guest
+                .call_func(&initialize, ())
+                .map_err(SwapError::Initialize)?;
         }
-        let found = guest.call_func(&abi_version, ()).map_err(SwapError::Initialize)?;
+        let found = guest
+            .call_func(&abi_version, ())
+            .map_err(SwapError::Initialize)?;
         if found != abi::ABI_VERSION as i32 {
-            return Err(CheckError::AbiVersion { found, expected: abi::ABI_VERSION }.into());
+            return Err(CheckError::AbiVersion {
+                found,
+                expected: abi::ABI_VERSION,
+            }
+            .into());
         }
-        guest.state_version = guest.call_func(&state_version, ()).map_err(SwapError::Initialize)? as u32;
-        guest.descriptor = guest.call_func(&output, ()).map_err(SwapError::Initialize)? as u32 as usize;
+        guest.state_version = guest
+            .call_func(&state_version, ())
+            .map_err(SwapError::Initialize)? as u32;
+        guest.descriptor = guest
+            .call_func(&output, ())
+            .map_err(SwapError::Initialize)? as u32 as usize;
         guest.output_descriptor().map_err(SwapError::Initialize)?;
         Ok(guest)
     }
@@ -158,10 +184,16 @@ impl Guest {
         if len <= self.input.1 {
             return Ok(());
         }
-        let len32 = u32::try_from(len).map_err(|_| CallError::Abi(format!("an input of {len} bytes does not fit in 32-bit memory")))?;
+        let len32 = u32::try_from(len).map_err(|_| {
+            CallError::Abi(format!(
+                "an input of {len} bytes does not fit in 32-bit memory"
+            ))
+        })?;
         let ptr = self.call(|e| &e.reserve, len32 as i32)? as u32 as usize;
         if ptr == 0 {
-            return Err(CallError::Failed(format!("the guest could not allocate {len} bytes for its input")));
+            return Err(CallError::Failed(format!(
+                "the guest could not allocate {len} bytes for its input"
+            )));
         }
         self.check_range(ptr, len, "the input buffer from hotswap_reserve")?;
         self.input = (ptr, len);
@@ -190,16 +222,24 @@ impl Guest {
         let bytes = &self.memory.data(&self.store)[ptr..ptr + len];
         match status {
             STATUS_OK => Ok(bytes),
-            STATUS_ERROR => Err(CallError::Failed(String::from_utf8_lossy(bytes).into_owned())),
+            STATUS_ERROR => Err(CallError::Failed(
+                String::from_utf8_lossy(bytes).into_owned(),
+            )),
             other => Err(CallError::Abi(format!("unknown status code {other}"))),
         }
     }
 
     /// The output's address and length, checked to lie within memory.
     fn output_descriptor(&self) -> Result<(usize, usize), CallError> {
-        self.check_range(self.descriptor, OUTPUT_DESCRIPTOR_LEN, "the output descriptor")?;
+        self.check_range(
+            self.descriptor,
+            OUTPUT_DESCRIPTOR_LEN,
+            "the output descriptor",
+        )?;
         let data = self.memory.data(&self.store);
-        let word = |at: usize| u32::from_le_bytes([data[at], data[at + 1], data[at + 2], data[at + 3]]) as usize;
+        let word = |at: usize| {
+            u32::from_le_bytes([data[at], data[at + 1], data[at + 2], data[at + 3]]) as usize
+        };
         let (ptr, len) = (word(self.descriptor), word(self.descriptor + 4));
         self.check_range(ptr, len, "the output")?;
         Ok((ptr, len))
@@ -209,7 +249,9 @@ impl Guest {
         let size = self.memory.data_size(&self.store);
         match ptr.checked_add(len) {
             Some(end) if end <= size => Ok(()),
-            _ => Err(CallError::Abi(format!("{what} ({ptr}+{len}) lies outside the guest's {size}-byte memory"))),
+            _ => Err(CallError::Abi(format!(
+                "{what} ({ptr}+{len}) lies outside the guest's {size}-byte memory"
+            ))),
         }
     }
 
@@ -225,7 +267,11 @@ impl Guest {
     }
 
     /// [`Guest::call`] for a function that is not kept in [`Exports`].
-    fn call_func<P: WasmParams, R: WasmResults>(&mut self, func: &TypedFunc<P, R>, params: P) -> Result<R, CallError> {
+    fn call_func<P: WasmParams, R: WasmResults>(
+        &mut self,
+        func: &TypedFunc<P, R>,
+        params: P,
+    ) -> Result<R, CallError> {
         self.store.set_epoch_deadline(self.deadline_ticks);
         let result = func.call(&mut self.store, params);
         result.map_err(|e| self.classify(e))
@@ -246,7 +292,11 @@ impl Guest {
             Some(trap) => {
                 let place = error
                     .downcast_ref::<wasmtime::WasmBacktrace>()
-                    .and_then(|bt| bt.frames().first().and_then(|f| f.func_name().map(str::to_owned)))
+                    .and_then(|bt| {
+                        bt.frames()
+                            .first()
+                            .and_then(|f| f.func_name().map(str::to_owned))
+                    })
                     .map(|name| format!(" in `{name}`"))
                     .unwrap_or_default();
                 return CallError::Trap(format!("{trap}{place}"));

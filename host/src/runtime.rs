@@ -76,14 +76,24 @@ impl std::fmt::Display for MemoryLimitExceeded {
 impl std::error::Error for MemoryLimitExceeded {}
 
 impl ResourceLimiter for GuestCtx {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.max_memory {
             return Err(wasmtime::Error::new(MemoryLimitExceeded));
         }
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= MAX_TABLE_ELEMENTS)
     }
 }
@@ -167,7 +177,10 @@ impl Runtime {
 
 /// Reads a guest-supplied UTF-8 string, bounds-checked; a bad range yields a note instead.
 fn read_guest_string(caller: &mut Caller<'_, GuestCtx>, ptr: i32, len: i32) -> String {
-    let Some(memory) = caller.get_export(hotswap_abi::MEMORY).and_then(|e| e.into_memory()) else {
+    let Some(memory) = caller
+        .get_export(hotswap_abi::MEMORY)
+        .and_then(|e| e.into_memory())
+    else {
         return "(the guest has no memory export to read its message from)".into();
     };
     let (start, len) = (ptr as u32 as usize, len as u32 as usize);
@@ -195,7 +208,10 @@ impl EpochTicker {
                     engine.increment_epoch();
                 }
             })?;
-        Ok(EpochTicker { stop, thread: Some(thread) })
+        Ok(EpochTicker {
+            stop,
+            thread: Some(thread),
+        })
     }
 }
 

@@ -45,8 +45,11 @@ pub fn run(runtime: Arc<Runtime>, options: &RunOptions) -> anyhow::Result<()> {
     let path = &options.module;
     let name = display_name(path);
     let started = Instant::now();
-    let prepared = runtime.prepare_file(path).with_context(|| format!("cannot load {}", path.display()))?;
-    let mut app = App::start(runtime.clone(), prepared).with_context(|| format!("cannot start {name}"))?;
+    let prepared = runtime
+        .prepare_file(path)
+        .with_context(|| format!("cannot load {}", path.display()))?;
+    let mut app =
+        App::start(runtime.clone(), prepared).with_context(|| format!("cannot start {name}"))?;
     log(format_args!(
         "running {} (state v{}), ready in {}",
         app.module(),
@@ -67,7 +70,12 @@ pub fn run(runtime: Arc<Runtime>, options: &RunOptions) -> anyhow::Result<()> {
     // The size of the last state carried over: new versions reserve that much before the pause.
     let state_hint = Arc::new(AtomicUsize::new(0));
     let _watcher = if options.watch {
-        let on_change = prepare_changes(runtime.clone(), name.clone(), state_hint.clone(), tx.clone());
+        let on_change = prepare_changes(
+            runtime.clone(),
+            name.clone(),
+            state_hint.clone(),
+            tx.clone(),
+        );
         let watcher = watch(path, app.module().hash, options.debounce, on_change)?;
         log(format_args!("watching {} for new versions", path.display()));
         Some(watcher)
@@ -88,10 +96,14 @@ pub fn run(runtime: Arc<Runtime>, options: &RunOptions) -> anyhow::Result<()> {
                     }
                 };
                 let mut out = stdout.lock();
-                out.write_all(&reply).and_then(|()| out.write_all(b"\n")).and_then(|()| out.flush())?;
+                out.write_all(&reply)
+                    .and_then(|()| out.write_all(b"\n"))
+                    .and_then(|()| out.flush())?;
             }
             Event::Tick => {
-                let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+                let now_ms = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64);
                 if let Err(e) = app.tick(now_ms) {
                     log(format_args!("tick failed: {e}"));
                 }
@@ -103,7 +115,9 @@ pub fn run(runtime: Arc<Runtime>, options: &RunOptions) -> anyhow::Result<()> {
                 }
                 Err(refused) => log(format_args!("{refused}")),
             },
-            Event::Refused { attempted, error } => log(format_args!("{}", app.refused(attempted, error))),
+            Event::Refused { attempted, error } => {
+                log(format_args!("{}", app.refused(attempted, error)))
+            }
             Event::Eof => break,
         }
     }
@@ -121,7 +135,10 @@ fn log(message: std::fmt::Arguments<'_>) {
 }
 
 fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> anyhow::Result<()> {
-    std::thread::Builder::new().name(name.into()).spawn(f).with_context(|| format!("cannot start thread {name}"))?;
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .with_context(|| format!("cannot start thread {name}"))?;
     Ok(())
 }
 
@@ -168,14 +185,22 @@ fn prepare_changes(
             Change::Error(message) => return log(format_args!("{message}")),
         };
         let attempted = format!("{name}@{}", ModuleHash::of(&bytes));
-        log(format_args!("{attempted}: new version written; compiling and checking"));
+        log(format_args!(
+            "{attempted}: new version written; compiling and checking"
+        ));
         let event = match runtime.prepare(&name, &bytes) {
             Ok(mut prepared) => {
                 // Best effort: if the guest cannot reserve now, the swap reserves during the pause.
                 let _ = prepared.reserve_state(state_hint.load(Ordering::Relaxed));
                 let c = prepared.compiled();
-                let how = if c.cached { "cached".to_owned() } else { format!("compiled in {}", ms(c.compile_time)) };
-                log(format_args!("{attempted}: {how}, checked; swapping at the next event boundary"));
+                let how = if c.cached {
+                    "cached".to_owned()
+                } else {
+                    format!("compiled in {}", ms(c.compile_time))
+                };
+                log(format_args!(
+                    "{attempted}: {how}, checked; swapping at the next event boundary"
+                ));
                 Event::Swap(Box::new(prepared))
             }
             Err(error) => Event::Refused { attempted, error },

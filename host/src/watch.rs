@@ -38,8 +38,12 @@ pub fn watch(
     mut on_change: impl FnMut(Change) + Send + 'static,
 ) -> anyhow::Result<ModuleWatcher> {
     use anyhow::Context as _;
-    let path = std::path::absolute(path).with_context(|| format!("cannot resolve {}", path.display()))?;
-    let dir = path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+    let path =
+        std::path::absolute(path).with_context(|| format!("cannot resolve {}", path.display()))?;
+    let dir = path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
     let Some(name) = path.file_name().map(|n| n.to_owned()) else {
         anyhow::bail!("{} names no file to watch", path.display());
     };
@@ -50,33 +54,39 @@ pub fn watch(
         .watch(&dir, RecursiveMode::NonRecursive)
         .with_context(|| format!("cannot watch directory {}", dir.display()))?;
 
-    let names_file = move |event: &notify::Event| event.paths.iter().any(|p| p.file_name() == Some(&name));
-    std::thread::Builder::new().name("hotswap-watch".into()).spawn(move || {
-        let mut last = current;
-        // Ends when the watcher is dropped (its sender closes the channel).
-        while let Ok(event) = rx.recv() {
-            match event {
-                Err(e) => on_change(Change::Error(format!("file watcher: {e}"))),
-                Ok(event) if brings_content(&event.kind) && names_file(&event) => {
-                    // Debounce: let the writer finish.
-                    while rx.recv_timeout(debounce).is_ok() {}
-                    match std::fs::read(&path) {
-                        Ok(bytes) => {
-                            let hash = ModuleHash::of(&bytes);
-                            if hash != last {
-                                last = hash;
-                                on_change(Change::Content(bytes));
+    let names_file =
+        move |event: &notify::Event| event.paths.iter().any(|p| p.file_name() == Some(&name));
+    std::thread::Builder::new()
+        .name("hotswap-watch".into())
+        .spawn(move || {
+            let mut last = current;
+            // Ends when the watcher is dropped (its sender closes the channel).
+            while let Ok(event) = rx.recv() {
+                match event {
+                    Err(e) => on_change(Change::Error(format!("file watcher: {e}"))),
+                    Ok(event) if brings_content(&event.kind) && names_file(&event) => {
+                        // Debounce: let the writer finish.
+                        while rx.recv_timeout(debounce).is_ok() {}
+                        match std::fs::read(&path) {
+                            Ok(bytes) => {
+                                let hash = ModuleHash::of(&bytes);
+                                if hash != last {
+                                    last = hash;
+                                    on_change(Change::Content(bytes));
+                                }
                             }
+                            // Gone again (a remove after the create): wait for the next change.
+                            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                            Err(e) => on_change(Change::Error(format!(
+                                "cannot read {}: {e}",
+                                path.display()
+                            ))),
                         }
-                        // Gone again (a remove after the create): wait for the next change.
-                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                        Err(e) => on_change(Change::Error(format!("cannot read {}: {e}", path.display()))),
                     }
+                    Ok(_) => {}
                 }
-                Ok(_) => {}
             }
-        }
-    })?;
+        })?;
     Ok(ModuleWatcher { _watcher: watcher })
 }
 
@@ -87,7 +97,9 @@ fn brings_content(kind: &EventKind) -> bool {
         EventKind::Create(_)
             | EventKind::Modify(ModifyKind::Data(_))
             | EventKind::Modify(ModifyKind::Any)
-            | EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both | RenameMode::Any))
+            | EventKind::Modify(ModifyKind::Name(
+                RenameMode::To | RenameMode::Both | RenameMode::Any
+            ))
             | EventKind::Access(AccessKind::Close(AccessMode::Write))
     )
 }

@@ -32,16 +32,25 @@ impl Running {
             .expect("start hotswap");
         let stdout = lines(child.stdout.take().unwrap());
         let stderr = lines(child.stderr.take().unwrap());
-        Running { stdin: child.stdin.take(), child, stdout, stderr }
+        Running {
+            stdin: child.stdin.take(),
+            child,
+            stdout,
+            stderr,
+        }
     }
 
     fn send(&mut self, line: &str) {
         let stdin = self.stdin.as_mut().unwrap();
-        writeln!(stdin, "{line}").and_then(|()| stdin.flush()).expect("write to hotswap's stdin");
+        writeln!(stdin, "{line}")
+            .and_then(|()| stdin.flush())
+            .expect("write to hotswap's stdin");
     }
 
     fn reply(&self) -> String {
-        self.stdout.recv_timeout(PATIENCE).expect("hotswap printed no reply")
+        self.stdout
+            .recv_timeout(PATIENCE)
+            .expect("hotswap printed no reply")
     }
 
     /// Reads stderr until a line contains `needle`; returns that line.
@@ -51,7 +60,10 @@ impl Running {
             match self.stderr.recv_timeout(PATIENCE) {
                 Ok(line) if line.contains(needle) => return line,
                 Ok(line) => seen.push(line),
-                Err(_) => panic!("no stderr line contains {needle:?}; saw:\n{}", seen.join("\n")),
+                Err(_) => panic!(
+                    "no stderr line contains {needle:?}; saw:\n{}",
+                    seen.join("\n")
+                ),
             }
         }
     }
@@ -61,7 +73,11 @@ impl Running {
         drop(self.stdin.take());
         let status = self.child.wait().unwrap();
         let rest: Vec<String> = self.stderr.try_iter().collect();
-        assert!(status.success(), "hotswap exited with {status}:\n{}", rest.join("\n"));
+        assert!(
+            status.success(),
+            "hotswap exited with {status}:\n{}",
+            rest.join("\n")
+        );
     }
 }
 
@@ -87,7 +103,12 @@ fn run(args: &[&str], stdin: &str) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
     child.wait_with_output().unwrap()
 }
 
@@ -110,14 +131,20 @@ fn run_swap_by_writing_the_watched_file() {
     std::fs::copy(COUNTER_V2, &app).unwrap();
     let line = hotswap.log_until("swapped");
     assert!(line.starts_with("hotswap: swapped app.wasm@"), "{line}");
-    assert!(line.contains("state v1 → v1") && line.contains("pause"), "{line}");
+    assert!(
+        line.contains("state v1 → v1") && line.contains("pause"),
+        "{line}"
+    );
     hotswap.send("inc");
     assert_eq!(hotswap.reply(), "counter v2: value=11");
 
     // A broken file is refused with its reason; the app keeps its state and code.
     std::fs::write(&app, b"not wasm").unwrap();
     let line = hotswap.log_until("refused");
-    assert!(line.contains("not a WebAssembly module") && line.contains("still running app.wasm@"), "{line}");
+    assert!(
+        line.contains("not a WebAssembly module") && line.contains("still running app.wasm@"),
+        "{line}"
+    );
     hotswap.send("inc");
     assert_eq!(hotswap.reply(), "counter v2: value=12");
 
@@ -139,10 +166,22 @@ fn a_failed_event_prints_an_error_line_and_the_app_serves_on() {
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), 3, "{stdout}");
     assert_eq!(lines[0], "panic-in-handler: value=1");
-    assert!(lines[1].starts_with("error: guest panicked: panicked at "), "{}", lines[1]);
-    assert!(lines[1].contains("the handler panicked on purpose at value 1"), "{}", lines[1]);
+    assert!(
+        lines[1].starts_with("error: guest panicked: panicked at "),
+        "{}",
+        lines[1]
+    );
+    assert!(
+        lines[1].contains("the handler panicked on purpose at value 1"),
+        "{}",
+        lines[1]
+    );
     assert_eq!(lines[2], "panic-in-handler: value=2");
-    assert!(stderr(&output).contains("message failed: guest panicked"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("message failed: guest panicked"),
+        "{}",
+        stderr(&output)
+    );
     assert!(output.status.success());
 }
 
@@ -180,21 +219,44 @@ fn bad_inputs_exit_non_zero_with_a_clear_message() {
     let traps = dir.path().join("traps.wat");
     std::fs::write(
         &traps,
-        crate::failures::abi_module(&[("hotswap_start", r#"(func (export "hotswap_start") (result i32) unreachable)"#)]),
+        crate::failures::abi_module(&[(
+            "hotswap_start",
+            r#"(func (export "hotswap_start") (result i32) unreachable)"#,
+        )]),
     )
     .unwrap();
     let cases: [(&str, &str); 4] = [
-        ("/no/such/app.wasm", "cannot read /no/such/app.wasm: No such file or directory"),
-        (not_wasm.to_str().unwrap(), "not a WebAssembly module: it does not start with `\\0asm`"),
-        (WRONG_ABI_WAT, "the module speaks Hotswap ABI version 99; this host speaks version 1"),
-        (traps.to_str().unwrap(), "the app failed to start: guest trapped: wasm trap: wasm `unreachable` instruction executed"),
+        (
+            "/no/such/app.wasm",
+            "cannot read /no/such/app.wasm: No such file or directory",
+        ),
+        (
+            not_wasm.to_str().unwrap(),
+            "not a WebAssembly module: it does not start with `\\0asm`",
+        ),
+        (
+            WRONG_ABI_WAT,
+            "the module speaks Hotswap ABI version 99; this host speaks version 1",
+        ),
+        (
+            traps.to_str().unwrap(),
+            "the app failed to start: guest trapped: wasm trap: wasm `unreachable` instruction executed",
+        ),
     ];
     for (module, message) in cases {
         let output = run(&["run", module], "");
-        assert_eq!(output.status.code(), Some(1), "{module}: {}", stderr(&output));
+        assert_eq!(
+            output.status.code(),
+            Some(1),
+            "{module}: {}",
+            stderr(&output)
+        );
         let text = stderr(&output);
         assert!(text.starts_with("hotswap: error: "), "{module}: {text}");
-        assert!(text.contains(message), "{module}: expected {message:?} in {text}");
+        assert!(
+            text.contains(message),
+            "{module}: expected {message:?} in {text}"
+        );
         assert!(!text.contains("panicked"), "{module}: {text}");
     }
 }
@@ -204,7 +266,10 @@ fn check_reports_the_versions() {
     let output = run(&["check", KV_V3], "");
     assert!(output.status.success(), "{}", stderr(&output));
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(stdout.starts_with("kv_v3.wasm@") && stdout.contains("ok: Hotswap ABI v1, state v2"), "{stdout}");
+    assert!(
+        stdout.starts_with("kv_v3.wasm@") && stdout.contains("ok: Hotswap ABI v1, state v2"),
+        "{stdout}"
+    );
     let output = run(&["check", WRONG_ABI_WAT], "");
     assert_eq!(output.status.code(), Some(1));
     assert!(stderr(&output).contains("fails the check: the module speaks Hotswap ABI version 99"));
@@ -223,7 +288,12 @@ fn bad_flags_are_usage_errors() {
         &["frobnicate"],
     ] {
         let output = run(args, "");
-        assert_eq!(output.status.code(), Some(2), "{args:?}: {}", stderr(&output));
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            stderr(&output)
+        );
         assert!(stderr(&output).contains("error:"), "{args:?}");
     }
 }
@@ -232,10 +302,22 @@ fn bad_flags_are_usage_errors() {
 fn help_explains_the_commands() {
     let output = run(&["--help"], "");
     let text = String::from_utf8_lossy(&output.stdout);
-    assert!(text.contains("replace its code while it runs") && text.contains("run") && text.contains("check"), "{text}");
+    assert!(
+        text.contains("replace its code while it runs")
+            && text.contains("run")
+            && text.contains("check"),
+        "{text}"
+    );
     let output = run(&["run", "--help"], "");
     let text = String::from_utf8_lossy(&output.stdout);
-    for flag in ["--watch", "--tick <MS>", "--dir <HOST[::GUEST]>", "--env <KEY=VALUE>", "--timeout <MS>", "--max-memory <MIB>"] {
+    for flag in [
+        "--watch",
+        "--tick <MS>",
+        "--dir <HOST[::GUEST]>",
+        "--env <KEY=VALUE>",
+        "--timeout <MS>",
+        "--max-memory <MIB>",
+    ] {
         assert!(text.contains(flag), "run --help lacks {flag}:\n{text}");
     }
 }

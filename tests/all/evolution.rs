@@ -12,12 +12,19 @@ fn add_and_remove_fields_need_no_migration() {
     send(&mut app, "set k v");
     let report = swap(&mut app, KV_V2);
     assert_eq!((report.from_state_version, report.to_state_version), (1, 1));
-    assert_eq!(send(&mut app, "reads"), "kv v2: 0", "the added field starts at its default");
+    assert_eq!(
+        send(&mut app, "reads"),
+        "kv v2: 0",
+        "the added field starts at its default"
+    );
     assert_eq!(send(&mut app, "get k"), "kv v2: v");
     assert_eq!(send(&mut app, "reads"), "kv v2: 1");
     // The removed field is gone from what v2 exports.
     let exported = state(&mut app);
-    assert!(!contains(&exported, b"last_key"), "v2 still carries last_key");
+    assert!(
+        !contains(&exported, b"last_key"),
+        "v2 still carries last_key"
+    );
     assert!(contains(&exported, b"reads"));
 }
 
@@ -31,8 +38,16 @@ fn rename_and_retype_migrate_explicitly() {
     let report = swap(&mut app, KV_V3);
     assert_eq!((report.from_state_version, report.to_state_version), (1, 2));
     assert_eq!(send(&mut app, "get k"), "kv v3: v");
-    assert_eq!(send(&mut app, "writes k"), "kv v3: 1", "migrate built the new record type");
-    assert_eq!(send(&mut app, "reads"), "kv v3: 2", "the renamed map kept its reads");
+    assert_eq!(
+        send(&mut app, "writes k"),
+        "kv v3: 1",
+        "migrate built the new record type"
+    );
+    assert_eq!(
+        send(&mut app, "reads"),
+        "kv v3: 2",
+        "the renamed map kept its reads"
+    );
     let exported = state(&mut app);
     assert!(contains(&exported, b"records") && !contains(&exported, b"entries"));
 }
@@ -57,7 +72,12 @@ fn newer_state_is_refused() {
     let before = state(&mut app);
     let refused = app.swap(prepare(&runtime, KV_V1)).unwrap_err();
     assert!(matches!(refused.error, SwapError::Refused(_)), "{refused}");
-    assert!(refused.to_string().contains("newer than this code's state version 1"), "{refused}");
+    assert!(
+        refused
+            .to_string()
+            .contains("newer than this code's state version 1"),
+        "{refused}"
+    );
     assert_eq!(state(&mut app), before);
 }
 

@@ -48,45 +48,88 @@ fn the_base_module_is_valid() {
     app.message(b"x").unwrap();
     app.message(b"x").unwrap();
     assert_eq!(state(&mut app), 2i64.to_le_bytes());
-    app.swap(prepare_wat(&runtime, &abi_module(&[])).unwrap()).unwrap();
+    app.swap(prepare_wat(&runtime, &abi_module(&[])).unwrap())
+        .unwrap();
     assert_eq!(state(&mut app), 2i64.to_le_bytes());
 }
 
 #[test]
 fn not_wasm_empty_and_truncated_files_are_refused() {
     let runtime = runtime();
-    assert!(matches!(runtime.prepare("a.wasm", b"hello world"), Err(SwapError::NotWasm)));
-    assert!(matches!(runtime.prepare("a.wasm", b""), Err(SwapError::Empty)));
+    assert!(matches!(
+        runtime.prepare("a.wasm", b"hello world"),
+        Err(SwapError::NotWasm)
+    ));
+    assert!(matches!(
+        runtime.prepare("a.wasm", b""),
+        Err(SwapError::Empty)
+    ));
     let bytes = std::fs::read(COUNTER_V1).unwrap();
-    let error = runtime.prepare("a.wasm", &bytes[..bytes.len() / 2]).err().unwrap();
+    let error = runtime
+        .prepare("a.wasm", &bytes[..bytes.len() / 2])
+        .err()
+        .unwrap();
     assert!(matches!(error, SwapError::Invalid(_)), "{error}");
-    assert!(error.to_string().starts_with("invalid WebAssembly module: "), "{error}");
-    let error = runtime.prepare("a.wat", b"(module (func $oops").err().unwrap();
+    assert!(
+        error
+            .to_string()
+            .starts_with("invalid WebAssembly module: "),
+        "{error}"
+    );
+    let error = runtime
+        .prepare("a.wat", b"(module (func $oops")
+        .err()
+        .unwrap();
     assert!(matches!(error, SwapError::Invalid(_)), "{error}");
 }
 
 #[test]
 fn missing_export_is_named() {
     let runtime = runtime();
-    let error = prepare_wat(&runtime, &abi_module(&[("hotswap_tick", "")])).err().unwrap();
-    assert!(matches!(error, SwapError::Check(CheckError::MissingExport("hotswap_tick"))), "{error}");
-    assert_eq!(error.to_string(), "the module does not export `hotswap_tick`, which Hotswap ABI version 1 requires");
-    let error = prepare_wat(&runtime, &abi_module(&[("memory", "(memory 1)")])).err().unwrap();
-    assert!(matches!(error, SwapError::Check(CheckError::NoMemory)), "{error}");
+    let error = prepare_wat(&runtime, &abi_module(&[("hotswap_tick", "")]))
+        .err()
+        .unwrap();
+    assert!(
+        matches!(
+            error,
+            SwapError::Check(CheckError::MissingExport("hotswap_tick"))
+        ),
+        "{error}"
+    );
+    assert_eq!(
+        error.to_string(),
+        "the module does not export `hotswap_tick`, which Hotswap ABI version 1 requires"
+    );
+    let error = prepare_wat(&runtime, &abi_module(&[("memory", "(memory 1)")]))
+        .err()
+        .unwrap();
+    assert!(
+        matches!(error, SwapError::Check(CheckError::NoMemory)),
+        "{error}"
+    );
 }
 
 #[test]
 fn wrong_signature_is_described() {
     let runtime = runtime();
-    let wat = abi_module(&[("hotswap_message", r#"(func (export "hotswap_message") (param i64) (result i32) (i32.const 0))"#)]);
+    let wat = abi_module(&[(
+        "hotswap_message",
+        r#"(func (export "hotswap_message") (param i64) (result i32) (i32.const 0))"#,
+    )]);
     let error = prepare_wat(&runtime, &wat).err().unwrap();
     assert_eq!(
         error.to_string(),
         "`hotswap_message` is a function (i64) -> (i32), but the ABI requires a function (i32) -> (i32)"
     );
-    let wat = abi_module(&[("hotswap_tick", r#"(global (export "hotswap_tick") i32 (i32.const 0))"#)]);
+    let wat = abi_module(&[(
+        "hotswap_tick",
+        r#"(global (export "hotswap_tick") i32 (i32.const 0))"#,
+    )]);
     let error = prepare_wat(&runtime, &wat).err().unwrap();
-    assert!(error.to_string().starts_with("`hotswap_tick` is a global"), "{error}");
+    assert!(
+        error.to_string().starts_with("`hotswap_tick` is a global"),
+        "{error}"
+    );
 }
 
 #[test]
@@ -94,46 +137,88 @@ fn imports_beyond_wasi_and_hotswap_are_refused() {
     let runtime = runtime();
     let wat = abi_module(&[("import", r#"(import "env" "now" (func))"#)]);
     let error = prepare_wat(&runtime, &wat).err().unwrap();
-    assert!(matches!(error, SwapError::Check(CheckError::ForeignImport { .. })), "{error}");
+    assert!(
+        matches!(error, SwapError::Check(CheckError::ForeignImport { .. })),
+        "{error}"
+    );
     assert!(error.to_string().contains("imports `env::now`"), "{error}");
-    let wat = abi_module(&[("import", r#"(import "wasi_snapshot_preview1" "no_such_call" (func))"#)]);
+    let wat = abi_module(&[(
+        "import",
+        r#"(import "wasi_snapshot_preview1" "no_such_call" (func))"#,
+    )]);
     let error = prepare_wat(&runtime, &wat).err().unwrap();
-    assert!(matches!(error, SwapError::Check(CheckError::Imports(_))), "{error}");
+    assert!(
+        matches!(error, SwapError::Check(CheckError::Imports(_))),
+        "{error}"
+    );
     let wat = abi_module(&[("import", r#"(import "hotswap" "abort" (func (param i64)))"#)]);
     let error = prepare_wat(&runtime, &wat).err().unwrap();
-    assert!(matches!(error, SwapError::Check(CheckError::Imports(_))), "{error}");
+    assert!(
+        matches!(error, SwapError::Check(CheckError::Imports(_))),
+        "{error}"
+    );
 }
 
 #[test]
 fn a_trap_at_start_is_reported() {
     let runtime = runtime();
-    let wat = abi_module(&[("hotswap_start", r#"(func (export "hotswap_start") (result i32) unreachable)"#)]);
-    let error = App::start(runtime.clone(), prepare_wat(&runtime, &wat).unwrap()).err().unwrap();
-    assert!(matches!(error, SwapError::Start(CallError::Trap(_))), "{error}");
-    assert!(error.to_string().starts_with("the app failed to start: guest trapped: wasm trap: wasm `unreachable`"), "{error}");
+    let wat = abi_module(&[(
+        "hotswap_start",
+        r#"(func (export "hotswap_start") (result i32) unreachable)"#,
+    )]);
+    let error = App::start(runtime.clone(), prepare_wat(&runtime, &wat).unwrap())
+        .err()
+        .unwrap();
+    assert!(
+        matches!(error, SwapError::Start(CallError::Trap(_))),
+        "{error}"
+    );
+    assert!(
+        error
+            .to_string()
+            .starts_with("the app failed to start: guest trapped: wasm trap: wasm `unreachable`"),
+        "{error}"
+    );
     let wat = abi_module(&[("init", r#"(func (export "_initialize") unreachable)"#)]);
     let error = prepare_wat(&runtime, &wat).err().unwrap();
-    assert!(matches!(error, SwapError::Initialize(CallError::Trap(_))), "{error}");
+    assert!(
+        matches!(error, SwapError::Initialize(CallError::Trap(_))),
+        "{error}"
+    );
 }
 
 #[test]
 fn a_trap_with_a_message_carries_it() {
     let runtime = runtime();
     let wat = abi_module(&[
-        ("import", r#"(import "hotswap" "abort" (func $abort (param i32 i32)))"#),
+        (
+            "import",
+            r#"(import "hotswap" "abort" (func $abort (param i32 i32)))"#,
+        ),
         ("data", r#"(data (i32.const 256) "out of cheese")"#),
-        ("hotswap_message", r#"(func (export "hotswap_message") (param i32) (result i32) (call $abort (i32.const 256) (i32.const 13)) (i32.const 0))"#),
+        (
+            "hotswap_message",
+            r#"(func (export "hotswap_message") (param i32) (result i32) (call $abort (i32.const 256) (i32.const 13)) (i32.const 0))"#,
+        ),
     ]);
     let mut app = start_wat(&runtime, &wat);
     let error = app.message(b"x").unwrap_err();
     assert_eq!(error.error, CallError::Panic("out of cheese".into()));
     // The message's range is checked too.
     let wat = abi_module(&[
-        ("import", r#"(import "hotswap" "abort" (func $abort (param i32 i32)))"#),
-        ("hotswap_message", r#"(func (export "hotswap_message") (param i32) (result i32) (call $abort (i32.const 65530) (i32.const 100)) (i32.const 0))"#),
+        (
+            "import",
+            r#"(import "hotswap" "abort" (func $abort (param i32 i32)))"#,
+        ),
+        (
+            "hotswap_message",
+            r#"(func (export "hotswap_message") (param i32) (result i32) (call $abort (i32.const 65530) (i32.const 100)) (i32.const 0))"#,
+        ),
     ]);
     let mut app = start_wat(&runtime, &wat);
-    let CallError::Panic(message) = app.message(b"x").unwrap_err().error else { panic!() };
+    let CallError::Panic(message) = app.message(b"x").unwrap_err().error else {
+        panic!()
+    };
     assert!(message.contains("lies outside its memory"), "{message}");
 }
 
@@ -141,24 +226,52 @@ fn a_trap_with_a_message_carries_it() {
 fn guest_pointers_are_bounds_checked() {
     let runtime = runtime();
     // An output that runs past the end of memory.
-    let wat = abi_module(&[("hotswap_message", r#"(func (export "hotswap_message") (param i32) (result i32) (call $out (i32.const 65000) (i32.const 1000) (i32.const 0)))"#)]);
+    let wat = abi_module(&[(
+        "hotswap_message",
+        r#"(func (export "hotswap_message") (param i32) (result i32) (call $out (i32.const 65000) (i32.const 1000) (i32.const 0)))"#,
+    )]);
     let mut app = start_wat(&runtime, &wat);
     let error = app.message(b"x").unwrap_err();
-    assert!(matches!(&error.error, CallError::Abi(m) if m.contains("the output (65000+1000) lies outside")), "{error}");
+    assert!(
+        matches!(&error.error, CallError::Abi(m) if m.contains("the output (65000+1000) lies outside")),
+        "{error}"
+    );
     // A length that wraps around the address space.
-    let wat = abi_module(&[("hotswap_message", r#"(func (export "hotswap_message") (param i32) (result i32) (call $out (i32.const 16) (i32.const -1) (i32.const 0)))"#)]);
+    let wat = abi_module(&[(
+        "hotswap_message",
+        r#"(func (export "hotswap_message") (param i32) (result i32) (call $out (i32.const 16) (i32.const -1) (i32.const 0)))"#,
+    )]);
     let error = start_wat(&runtime, &wat).message(b"x").unwrap_err();
     assert!(matches!(error.error, CallError::Abi(_)), "{error}");
     // An output descriptor outside memory.
-    let wat = abi_module(&[("hotswap_output", r#"(func (export "hotswap_output") (result i32) (i32.const 65532))"#)]);
+    let wat = abi_module(&[(
+        "hotswap_output",
+        r#"(func (export "hotswap_output") (result i32) (i32.const 65532))"#,
+    )]);
     let error = prepare_wat(&runtime, &wat).err().unwrap();
-    assert!(error.to_string().contains("the output descriptor (65532+8) lies outside"), "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("the output descriptor (65532+8) lies outside"),
+        "{error}"
+    );
     // An input buffer outside memory.
-    let wat = abi_module(&[("hotswap_reserve", r#"(func (export "hotswap_reserve") (param i32) (result i32) (i32.const 65500))"#)]);
+    let wat = abi_module(&[(
+        "hotswap_reserve",
+        r#"(func (export "hotswap_reserve") (param i32) (result i32) (i32.const 65500))"#,
+    )]);
     let error = start_wat(&runtime, &wat).message(&[7; 100]).unwrap_err();
-    assert!(error.to_string().contains("the input buffer from hotswap_reserve (65500+100) lies outside"), "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("the input buffer from hotswap_reserve (65500+100) lies outside"),
+        "{error}"
+    );
     // An unknown status code.
-    let wat = abi_module(&[("hotswap_message", r#"(func (export "hotswap_message") (param i32) (result i32) (i32.const 7))"#)]);
+    let wat = abi_module(&[(
+        "hotswap_message",
+        r#"(func (export "hotswap_message") (param i32) (result i32) (i32.const 7))"#,
+    )]);
     let error = start_wat(&runtime, &wat).message(b"x").unwrap_err();
     assert_eq!(error.error, CallError::Abi("unknown status code 7".into()));
 }
@@ -166,11 +279,20 @@ fn guest_pointers_are_bounds_checked() {
 #[test]
 fn a_guest_that_cannot_allocate_its_input_fails_the_event_only() {
     let runtime = runtime();
-    let wat = abi_module(&[("hotswap_reserve", r#"(func (export "hotswap_reserve") (param i32) (result i32) (i32.const 0))"#)]);
+    let wat = abi_module(&[(
+        "hotswap_reserve",
+        r#"(func (export "hotswap_reserve") (param i32) (result i32) (i32.const 0))"#,
+    )]);
     let mut app = start_wat(&runtime, &wat);
     let error = app.message(b"x").unwrap_err();
-    assert!(error.to_string().contains("could not allocate 1 bytes"), "{error}");
-    assert!(error.recovery.is_none(), "a reported failure does not lose the instance");
+    assert!(
+        error.to_string().contains("could not allocate 1 bytes"),
+        "{error}"
+    );
+    assert!(
+        error.recovery.is_none(),
+        "a reported failure does not lose the instance"
+    );
 }
 
 /// Every way a swap can fail leaves the running version serving with byte-identical state.
@@ -195,14 +317,24 @@ fn every_refused_swap_keeps_the_old_state() {
         match runtime.prepare(name, &bytes) {
             Err(error) => {
                 let refused = app.refused(name.to_owned(), error);
-                assert!(refused.to_string().contains("still running kv_v1.wasm@"), "{refused}");
+                assert!(
+                    refused.to_string().contains("still running kv_v1.wasm@"),
+                    "{refused}"
+                );
             }
             Ok(prepared) => {
                 let refused = app.swap(prepared).expect_err(name);
-                assert!(refused.to_string().contains("still running kv_v1.wasm@"), "{refused}");
+                assert!(
+                    refused.to_string().contains("still running kv_v1.wasm@"),
+                    "{refused}"
+                );
             }
         }
-        assert_eq!(state(&mut app), before, "state changed after refusing {name}");
+        assert_eq!(
+            state(&mut app),
+            before,
+            "state changed after refusing {name}"
+        );
     }
     assert_eq!(send(&mut app, "get a"), "kv v1: 1");
     assert_eq!(app.stats().refused, 7);

@@ -91,8 +91,13 @@ pub fn kv_v3() {
     assert_eq!(send(&mut app, "writes a"), "kv v3: 2");
     let before = state(&mut app);
     let refused = app.swap(prepare(&runtime, KV_V2)).unwrap_err();
-    let SwapError::Refused(message) = &refused.error else { panic!("expected a refusal, got {refused}") };
-    assert!(message.contains("state version 2, newer than this code's state version 1"), "{message}");
+    let SwapError::Refused(message) = &refused.error else {
+        panic!("expected a refusal, got {refused}")
+    };
+    assert!(
+        message.contains("state version 2, newer than this code's state version 1"),
+        "{message}"
+    );
     assert_eq!(state(&mut app), before);
     assert_eq!(send(&mut app, "get a"), "kv v3: 2");
 }
@@ -105,10 +110,16 @@ pub fn ticker() {
     for now in 0..25 {
         app.tick(now).expect("tick");
     }
-    assert_eq!(send(&mut app, "where"), "ticker: the ball is at (15, 5) after 25 steps");
+    assert_eq!(
+        send(&mut app, "where"),
+        "ticker: the ball is at (15, 5) after 25 steps"
+    );
     swap(&mut app, TICKER);
     app.tick(25).expect("tick");
-    assert_eq!(send(&mut app, "where"), "ticker: the ball is at (14, 6) after 26 steps");
+    assert_eq!(
+        send(&mut app, "where"),
+        "ticker: the ball is at (14, 6) after 26 steps"
+    );
 }
 
 /// A trap in the old version's export refuses the swap; the old version serves on.
@@ -120,9 +131,17 @@ pub fn trap_in_export() {
     let before = state(&mut app);
     send(&mut app, "arm");
     let refused = app.swap(prepare(&runtime, COUNTER_V2)).unwrap_err();
-    let SwapError::Export(error) = &refused.error else { panic!("expected an export failure, got {refused}") };
-    assert!(error.to_string().contains("export failed on purpose"), "{error}");
-    assert!(refused.running.starts_with("trap_in_export.wasm@"), "{refused}");
+    let SwapError::Export(error) = &refused.error else {
+        panic!("expected an export failure, got {refused}")
+    };
+    assert!(
+        error.to_string().contains("export failed on purpose"),
+        "{error}"
+    );
+    assert!(
+        refused.running.starts_with("trap_in_export.wasm@"),
+        "{refused}"
+    );
     assert_eq!(state(&mut app), before);
     assert_eq!(send(&mut app, "inc"), "trap-in-export: value=2");
 }
@@ -135,8 +154,15 @@ pub fn trap_in_import() {
     send(&mut app, "inc");
     let before = state(&mut app);
     let refused = app.swap(prepare(&runtime, TRAP_IN_IMPORT)).unwrap_err();
-    let SwapError::Import(error) = &refused.error else { panic!("expected an import failure, got {refused}") };
-    assert!(error.to_string().contains("migration from state version 1 crashed on purpose"), "{error}");
+    let SwapError::Import(error) = &refused.error else {
+        panic!("expected an import failure, got {refused}")
+    };
+    assert!(
+        error
+            .to_string()
+            .contains("migration from state version 1 crashed on purpose"),
+        "{error}"
+    );
     assert_eq!(state(&mut app), before);
     assert_eq!(send(&mut app, "inc"), "counter v1: value=10");
 }
@@ -150,7 +176,9 @@ pub fn refuse_migration() {
     let before = state(&mut app);
     let refused = app.swap(prepare(&runtime, REFUSE_MIGRATION)).unwrap_err();
     assert!(
-        refused.to_string().contains("the new version refused the state: no migration from state version 1 to 2"),
+        refused
+            .to_string()
+            .contains("the new version refused the state: no migration from state version 1 to 2"),
         "{refused}"
     );
     assert_eq!(state(&mut app), before);
@@ -168,7 +196,8 @@ pub fn panic_in_handler() {
     send(&mut app, "inc");
     let error = app.message(b"panic").unwrap_err();
     assert!(
-        error.to_string().contains("guest panicked: panicked at") && error.to_string().contains("on purpose at value 2"),
+        error.to_string().contains("guest panicked: panicked at")
+            && error.to_string().contains("on purpose at value 2"),
         "{error}"
     );
     assert!(matches!(error.recovery, Some(Ok(()))), "{error}");
@@ -188,7 +217,10 @@ pub fn wrong_abi_wat() {
     let runtime = runtime();
     let mut app = start(&runtime, COUNTER_V1);
     send(&mut app, "inc");
-    let error = runtime.prepare_file(WRONG_ABI_WAT.as_ref()).err().expect("refused");
+    let error = runtime
+        .prepare_file(WRONG_ABI_WAT.as_ref())
+        .err()
+        .expect("refused");
     assert_eq!(
         error.to_string(),
         "the module speaks Hotswap ABI version 99; this host speaks version 1"

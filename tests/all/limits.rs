@@ -27,7 +27,12 @@ fn an_endless_event_is_interrupted_and_the_app_serves_on() {
     app.message(&[1]).unwrap();
     let error = app.message(&[7]).unwrap_err();
     assert_eq!(error.error, CallError::Timeout(Duration::from_millis(200)));
-    assert!(error.to_string().starts_with("guest ran longer than the 200 ms call limit"), "{error}");
+    assert!(
+        error
+            .to_string()
+            .starts_with("guest ran longer than the 200 ms call limit"),
+        "{error}"
+    );
     assert!(matches!(error.recovery, Some(Ok(()))), "{error}");
     // The deadline is renewed for every call: the next event runs normally.
     app.message(&[1]).unwrap();
@@ -39,12 +44,20 @@ fn an_endless_export_refuses_the_swap_and_the_old_version_serves_on() {
     let runtime = limited();
     let wat = abi_module(&[
         ("hotswap_message", SPIN_ON_7),
-        ("hotswap_export_state", r#"(func (export "hotswap_export_state") (result i32) (loop $forever (br $forever)) (i32.const 0))"#),
+        (
+            "hotswap_export_state",
+            r#"(func (export "hotswap_export_state") (result i32) (loop $forever (br $forever)) (i32.const 0))"#,
+        ),
     ]);
     let mut app = start_wat(&runtime, &wat);
     app.message(&[1]).unwrap();
-    let refused = app.swap(prepare_wat(&runtime, &abi_module(&[])).unwrap()).unwrap_err();
-    assert!(matches!(refused.error, SwapError::Export(CallError::Timeout(_))), "{refused}");
+    let refused = app
+        .swap(prepare_wat(&runtime, &abi_module(&[])).unwrap())
+        .unwrap_err();
+    assert!(
+        matches!(refused.error, SwapError::Export(CallError::Timeout(_))),
+        "{refused}"
+    );
     app.message(&[1]).unwrap();
     assert_eq!(app.stats().swaps, 0);
 }
@@ -54,9 +67,15 @@ fn an_endless_import_refuses_the_swap() {
     let runtime = limited();
     let mut app = start_wat(&runtime, &abi_module(&[]));
     app.message(&[1]).unwrap();
-    let wat = abi_module(&[("hotswap_import_state", r#"(func (export "hotswap_import_state") (param i32 i32) (result i32) (loop $forever (br $forever)) (i32.const 0))"#)]);
+    let wat = abi_module(&[(
+        "hotswap_import_state",
+        r#"(func (export "hotswap_import_state") (param i32 i32) (result i32) (loop $forever (br $forever)) (i32.const 0))"#,
+    )]);
     let refused = app.swap(prepare_wat(&runtime, &wat).unwrap()).unwrap_err();
-    assert!(matches!(refused.error, SwapError::Import(CallError::Timeout(_))), "{refused}");
+    assert!(
+        matches!(refused.error, SwapError::Import(CallError::Timeout(_))),
+        "{refused}"
+    );
     assert_eq!(state(&mut app), 1i64.to_le_bytes());
 }
 
@@ -72,7 +91,10 @@ fn growing_memory_without_end_hits_the_limit() {
     let mut app = start_wat(&runtime, &wat);
     let error = app.message(b"x").unwrap_err();
     assert_eq!(error.error, CallError::MemoryLimit(32 << 20));
-    assert_eq!(error.error.to_string(), "guest tried to use more than the 32 MiB memory limit");
+    assert_eq!(
+        error.error.to_string(),
+        "guest tried to use more than the 32 MiB memory limit"
+    );
     // The state moved to a fresh instance, with fresh memory.
     assert!(matches!(error.recovery, Some(Ok(()))), "{error}");
     assert_eq!(state(&mut app), 0i64.to_le_bytes());
@@ -80,12 +102,19 @@ fn growing_memory_without_end_hits_the_limit() {
 
 #[test]
 fn a_rust_guest_allocating_without_end_hits_the_limit() {
-    let runtime = runtime_with(Config { max_memory: 32 << 20, inherit_stdio: false, ..Config::default() });
+    let runtime = runtime_with(Config {
+        max_memory: 32 << 20,
+        inherit_stdio: false,
+        ..Config::default()
+    });
     let mut app = start(&runtime, KV_V1);
     send(&mut app, "set a 1");
     let error = app.message(b"fill 100000000").unwrap_err();
     assert_eq!(error.error, CallError::MemoryLimit(32 << 20), "{error}");
-    assert!(error.recovery.is_some(), "a trapped instance is treated as lost");
+    assert!(
+        error.recovery.is_some(),
+        "a trapped instance is treated as lost"
+    );
 }
 
 #[test]

@@ -12,18 +12,31 @@ const MAX_GROWTH_KIB: u64 = 64 * 1024;
 #[test]
 fn a_thousand_swaps_leave_memory_flat() {
     let output = Command::new(std::env::current_exe().unwrap())
-        .args(["--ignored", "--exact", "memory::rss_worker", "--nocapture", "--test-threads=1"])
+        .args([
+            "--ignored",
+            "--exact",
+            "memory::rss_worker",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .output()
         .expect("run the worker");
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "worker failed:\n{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "worker failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let growth: u64 = stdout
         .lines()
         .find_map(|l| l.strip_prefix("rss growth KiB: "))
         .expect("the worker reports its growth")
         .parse()
         .unwrap();
-    assert!(growth < MAX_GROWTH_KIB, "RSS grew by {growth} KiB over 1,000 swaps");
+    assert!(
+        growth < MAX_GROWTH_KIB,
+        "RSS grew by {growth} KiB over 1,000 swaps"
+    );
 }
 
 #[test]
@@ -48,7 +61,10 @@ fn rss_worker() {
     assert_eq!(app.stats().swaps, 1100);
     // 1,100 increments, alternating +1 (v2) and +5 (v1).
     assert_eq!(send(&mut app, "get"), "counter v1: value=3300");
-    println!("rss before KiB: {before}\nrss after KiB: {after}\nrss growth KiB: {}", after.saturating_sub(before));
+    println!(
+        "rss before KiB: {before}\nrss after KiB: {after}\nrss growth KiB: {}",
+        after.saturating_sub(before)
+    );
 }
 
 /// Old instances are dropped on background threads: give the last ones a moment to finish.

@@ -23,14 +23,21 @@ impl Watched {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("app.wasm"), initial).unwrap();
         let (tx, rx) = mpsc::channel();
-        let watcher = watch(&dir.path().join("app.wasm"), ModuleHash::of(initial), Duration::from_millis(50), move |change| {
-            match change {
+        let watcher = watch(
+            &dir.path().join("app.wasm"),
+            ModuleHash::of(initial),
+            Duration::from_millis(50),
+            move |change| match change {
                 Change::Content(bytes) => tx.send(bytes).unwrap(),
                 Change::Error(e) => panic!("watcher error: {e}"),
-            }
-        })
+            },
+        )
         .unwrap();
-        Watched { dir, rx, _watcher: watcher }
+        Watched {
+            dir,
+            rx,
+            _watcher: watcher,
+        }
     }
 
     fn path(&self) -> PathBuf {
@@ -38,7 +45,9 @@ impl Watched {
     }
 
     fn next(&self) -> Vec<u8> {
-        self.rx.recv_timeout(PATIENCE).expect("the watcher saw no change")
+        self.rx
+            .recv_timeout(PATIENCE)
+            .expect("the watcher saw no change")
     }
 }
 
@@ -95,18 +104,33 @@ fn a_truncated_file_is_refused_and_the_next_write_is_picked_up() {
     let full = bytes(COUNTER_V2);
     std::fs::write(w.path(), &full[..full.len() / 3]).unwrap();
     let seen = w.next();
-    let error = runtime.prepare("app.wasm", &seen).err().expect("a truncated module is refused");
-    assert!(error.to_string().starts_with("invalid WebAssembly module"), "{error}");
+    let error = runtime
+        .prepare("app.wasm", &seen)
+        .err()
+        .expect("a truncated module is refused");
+    assert!(
+        error.to_string().starts_with("invalid WebAssembly module"),
+        "{error}"
+    );
     std::fs::write(w.path(), &full).unwrap();
     let seen = w.next();
-    app.swap(runtime.prepare("app.wasm", &seen).unwrap()).unwrap();
+    app.swap(runtime.prepare("app.wasm", &seen).unwrap())
+        .unwrap();
     assert_eq!(send(&mut app, "inc"), "counter v2: value=6");
 }
 
 #[test]
 fn a_missing_directory_is_a_clear_error() {
-    let error = watch(Path::new("/no/such/dir/app.wasm"), ModuleHash::of(b""), Duration::from_millis(50), |_| {})
-        .err()
-        .unwrap();
-    assert!(format!("{error:#}").contains("cannot watch directory /no/such/dir"), "{error:#}");
+    let error = watch(
+        Path::new("/no/such/dir/app.wasm"),
+        ModuleHash::of(b""),
+        Duration::from_millis(50),
+        |_| {},
+    )
+    .err()
+    .unwrap();
+    assert!(
+        format!("{error:#}").contains("cannot watch directory /no/such/dir"),
+        "{error:#}"
+    );
 }

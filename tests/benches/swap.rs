@@ -30,17 +30,38 @@ fn main() {
     println!();
     println!("## Swap pause by state size (medians; pause = export + copy + import)");
     println!();
-    println!("| swap | state | runs | prepare (before pause) | export | copy | import | **pause** |");
+    println!(
+        "| swap | state | runs | prepare (before pause) | export | copy | import | **pause** |"
+    );
     println!("|---|---|---|---|---|---|---|---|");
     let sizes: &[(&str, usize, usize)] = if quick {
         &[("1 KB", 1 << 10, 5), ("1 MB", 1 << 20, 3)]
     } else {
-        &[("1 KB", 1 << 10, 31), ("1 MB", 1 << 20, 15), ("10 MB", 10 << 20, 7), ("100 MB", 100 << 20, 5)]
+        &[
+            ("1 KB", 1 << 10, 31),
+            ("1 MB", 1 << 20, 15),
+            ("10 MB", 10 << 20, 7),
+            ("100 MB", 100 << 20, 5),
+        ]
     };
     for &(label, bytes, runs) in sizes {
         let records = bytes.div_ceil(RECORD_BYTES);
-        swap_pause(&runtime, "kv v1 → v2 (same layout)", label, records, runs, KV_V2);
-        swap_pause(&runtime, "kv v1 → v3 (migrate)", label, records, runs, KV_V3);
+        swap_pause(
+            &runtime,
+            "kv v1 → v2 (same layout)",
+            label,
+            records,
+            runs,
+            KV_V2,
+        );
+        swap_pause(
+            &runtime,
+            "kv v1 → v3 (migrate)",
+            label,
+            records,
+            runs,
+            KV_V3,
+        );
     }
 }
 
@@ -50,7 +71,11 @@ fn compile_times() {
     println!();
     println!("| module | size | compile |");
     println!("|---|---|---|");
-    for (name, path) in [("counter_v1", COUNTER_V1), ("kv_v3", KV_V3), ("counter.wat", COUNTER_WAT)] {
+    for (name, path) in [
+        ("counter_v1", COUNTER_V1),
+        ("kv_v3", KV_V3),
+        ("counter.wat", COUNTER_WAT),
+    ] {
         let bytes = std::fs::read(path).unwrap();
         let times: Vec<Duration> = (0..5)
             .map(|_| {
@@ -58,26 +83,45 @@ fn compile_times() {
                 runtime.compile(name, &bytes).unwrap().compile_time
             })
             .collect();
-        println!("| {name} | {} KiB | {} |", bytes.len() / 1024, fmt(median(times)));
+        println!(
+            "| {name} | {} KiB | {} |",
+            bytes.len() / 1024,
+            fmt(median(times))
+        );
     }
 }
 
 /// One swap kind at one size: a fresh app filled with `records` records for every run.
-fn swap_pause(runtime: &Arc<Runtime>, kind: &str, label: &str, records: usize, runs: usize, to: &str) {
+fn swap_pause(
+    runtime: &Arc<Runtime>,
+    kind: &str,
+    label: &str,
+    records: usize,
+    runs: usize,
+    to: &str,
+) {
     let mut phases: Vec<Phases> = Vec::new();
     let mut prepare = Vec::new();
     let mut state_len = 0;
     for _ in 0..runs {
         let mut app = start(runtime, KV_V1);
-        assert_eq!(send(&mut app, &format!("fill {records}")), format!("kv v1: {records}"));
+        assert_eq!(
+            send(&mut app, &format!("fill {records}")),
+            format!("kv v1: {records}")
+        );
         let started = Instant::now();
         let mut prepared = prepare_file(runtime, to);
         // What `hotswap run` does before the pause: reserve and touch room for the state, sized
         // from the last swap (here: the record count times the record size, plus 1%).
-        prepared.reserve_state(records * RECORD_BYTES + records * RECORD_BYTES / 100 + 64).unwrap();
+        prepared
+            .reserve_state(records * RECORD_BYTES + records * RECORD_BYTES / 100 + 64)
+            .unwrap();
         prepare.push(started.elapsed());
         let report = app.swap(prepared).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(send(&mut app, "count"), format!("kv {}: {records}", if to == KV_V2 { "v2" } else { "v3" }));
+        assert_eq!(
+            send(&mut app, "count"),
+            format!("kv {}: {records}", if to == KV_V2 { "v2" } else { "v3" })
+        );
         state_len = report.state_len;
         phases.push(report.phases);
     }
@@ -94,7 +138,9 @@ fn swap_pause(runtime: &Arc<Runtime>, kind: &str, label: &str, records: usize, r
 }
 
 fn prepare_file(runtime: &Runtime, path: &str) -> hotswap::Prepared {
-    runtime.prepare_file(path.as_ref()).unwrap_or_else(|e| panic!("{path}: {e}"))
+    runtime
+        .prepare_file(path.as_ref())
+        .unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
 /// Per-event dispatch: `App::message` against bare wasmtime calls of the same export.
@@ -103,9 +149,14 @@ fn dispatch(runtime: &Arc<Runtime>, quick: bool) {
     let batches = if quick { 5 } else { 15 };
     println!("## Per-event dispatch (median of {batches} batches of {batch} calls, ns per call)");
     println!();
-    println!("| guest, message | bare `TypedFunc::call` | bare + epoch deadline | `App::message` | App / bare+epoch |");
+    println!(
+        "| guest, message | bare `TypedFunc::call` | bare + epoch deadline | `App::message` | App / bare+epoch |"
+    );
     println!("|---|---|---|---|---|");
-    for (name, path, input) in [("counter.wat, `get`", COUNTER_WAT, "get"), ("counter_v1 (Rust SDK), `get`", COUNTER_V1, "get")] {
+    for (name, path, input) in [
+        ("counter.wat, `get`", COUNTER_WAT, "get"),
+        ("counter_v1 (Rust SDK), `get`", COUNTER_V1, "get"),
+    ] {
         let bare = bare_call(path, input, false, batch, batches);
         let bare_epoch = bare_call(path, input, true, batch, batches);
         let mut app: App = start(runtime, path);
@@ -135,13 +186,19 @@ fn bare_call(path: &str, input: &str, epoch: bool, batch: usize, batches: usize)
     if let Ok(init) = instance.get_typed_func::<(), ()>(&mut store, "_initialize") {
         init.call(&mut store, ()).unwrap();
     }
-    let start = instance.get_typed_func::<(), i32>(&mut store, "hotswap_start").unwrap();
+    let start = instance
+        .get_typed_func::<(), i32>(&mut store, "hotswap_start")
+        .unwrap();
     assert_eq!(start.call(&mut store, ()).unwrap(), 0);
-    let reserve = instance.get_typed_func::<i32, i32>(&mut store, "hotswap_reserve").unwrap();
+    let reserve = instance
+        .get_typed_func::<i32, i32>(&mut store, "hotswap_reserve")
+        .unwrap();
     let ptr = reserve.call(&mut store, input.len() as i32).unwrap() as usize;
     let memory = instance.get_memory(&mut store, "memory").unwrap();
     memory.data_mut(&mut store)[ptr..ptr + input.len()].copy_from_slice(input.as_bytes());
-    let message = instance.get_typed_func::<i32, i32>(&mut store, "hotswap_message").unwrap();
+    let message = instance
+        .get_typed_func::<i32, i32>(&mut store, "hotswap_message")
+        .unwrap();
     let len = input.len() as i32;
     per_call(batch, batches, || {
         if epoch {
@@ -176,5 +233,9 @@ fn median(mut values: Vec<Duration>) -> Duration {
 
 fn fmt(d: Duration) -> String {
     let ms = d.as_secs_f64() * 1e3;
-    if ms < 1.0 { format!("{:.0} µs", ms * 1e3) } else { format!("{ms:.2} ms") }
+    if ms < 1.0 {
+        format!("{:.0} µs", ms * 1e3)
+    } else {
+        format!("{ms:.2} ms")
+    }
 }

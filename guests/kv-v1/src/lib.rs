@@ -26,7 +26,11 @@ impl App for Store {
                 self.last_key = key.to_owned();
                 "ok".to_owned()
             }
-            (Some("get"), Some(key), None) => self.entries.get(key).cloned().unwrap_or_else(|| "(none)".into()),
+            (Some("get"), Some(key), None) => self
+                .entries
+                .get(key)
+                .cloned()
+                .unwrap_or_else(|| "(none)".into()),
             (Some("del"), Some(key), None) => match self.entries.remove(key) {
                 Some(_) => "ok".to_owned(),
                 None => "(none)".to_owned(),
@@ -36,7 +40,8 @@ impl App for Store {
                 Ok(n) => {
                     let start = self.entries.len() as u64;
                     for i in start..start + n {
-                        self.entries.insert(format!("{i:011}"), format!("value-{i:010}"));
+                        self.entries
+                            .insert(format!("{i:011}"), format!("value-{i:010}"));
                     }
                     self.entries.len().to_string()
                 }

@@ -27,7 +27,10 @@ impl App for Store {
             }
             (Some("get"), Some(key), None) => {
                 self.reads += 1;
-                self.entries.get(key).cloned().unwrap_or_else(|| "(none)".into())
+                self.entries
+                    .get(key)
+                    .cloned()
+                    .unwrap_or_else(|| "(none)".into())
             }
             (Some("del"), Some(key), None) => match self.entries.remove(key) {
                 Some(_) => "ok".to_owned(),

@@ -45,9 +45,14 @@ impl App for Store {
                     .into_iter()
                     .map(|(key, value)| (key, Record { value, writes: 1 }))
                     .collect();
-                Ok(Store { records, reads: old.reads })
+                Ok(Store {
+                    records,
+                    reads: old.reads,
+                })
             }
-            other => Err(MigrateError::new(format!("kv v3 cannot migrate state version {other}"))),
+            other => Err(MigrateError::new(format!(
+                "kv v3 cannot migrate state version {other}"
+            ))),
         }
     }
 
@@ -63,7 +68,10 @@ impl App for Store {
             }
             (Some("get"), Some(key), None) => {
                 self.reads += 1;
-                self.records.get(key).map(|r| r.value.clone()).unwrap_or_else(|| "(none)".into())
+                self.records
+                    .get(key)
+                    .map(|r| r.value.clone())
+                    .unwrap_or_else(|| "(none)".into())
             }
             (Some("writes"), Some(key), None) => {
                 self.records.get(key).map_or(0, |r| r.writes).to_string()
@@ -74,7 +82,8 @@ impl App for Store {
             },
             (Some("count"), None, None) => self.records.len().to_string(),
             (Some("reads"), None, None) => self.reads.to_string(),
-            _ => "error: expected set KEY VALUE | get KEY | writes KEY | del KEY | count | reads".to_owned(),
+            _ => "error: expected set KEY VALUE | get KEY | writes KEY | del KEY | count | reads"
+                .to_owned(),
         };
         format!("kv v3: {reply}").into_bytes()
     }

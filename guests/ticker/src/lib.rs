@@ -21,7 +21,14 @@ struct World {
 
 impl Default for World {
     fn default() -> Self {
-        World { x: 0, y: 0, dx: 1, dy: 1, steps: 0, last_tick_ms: 0 }
+        World {
+            x: 0,
+            y: 0,
+            dx: 1,
+            dy: 1,
+            steps: 0,
+            last_tick_ms: 0,
+        }
     }
 }
 
@@ -45,12 +52,18 @@ impl App for World {
         self.y += self.dy;
         self.steps += 1;
         self.last_tick_ms = now_ms;
-        println!("ticker: step {} ball at ({}, {})", self.steps, self.x, self.y);
+        println!(
+            "ticker: step {} ball at ({}, {})",
+            self.steps, self.x, self.y
+        );
     }
 
     fn message(&mut self, input: &[u8]) -> Vec<u8> {
         match input {
-            b"where" => format!("ticker: the ball is at ({}, {}) after {} steps", self.x, self.y, self.steps),
+            b"where" => format!(
+                "ticker: the ball is at ({}, {}) after {} steps",
+                self.x, self.y, self.steps
+            ),
             b"kick" => {
                 self.dx = self.dx.signum() * (self.dx.abs() + 1).min(WIDTH / 2);
                 format!("ticker: speed {}", self.dx.abs())

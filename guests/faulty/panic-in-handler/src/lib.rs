@@ -13,7 +13,10 @@ struct Counter {
 impl App for Counter {
     fn message(&mut self, input: &[u8]) -> Vec<u8> {
         match input {
-            b"panic" => panic!("panic-in-handler: the handler panicked on purpose at value {}", self.value),
+            b"panic" => panic!(
+                "panic-in-handler: the handler panicked on purpose at value {}",
+                self.value
+            ),
             b"inc" => self.value += 1,
             _ => {}
         }
