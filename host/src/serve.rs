@@ -32,6 +32,10 @@ pub struct RunOptions {
     pub debounce: Duration,
 }
 
+/// The smallest input buffer a new version reserves before its swap: small states and the first
+/// messages after the swap then need no allocation call.
+const MIN_RESERVE: usize = 4096;
+
 enum Event {
     Line(Vec<u8>),
     Tick,
@@ -191,7 +195,7 @@ fn prepare_changes(
         let event = match runtime.prepare(&name, &bytes) {
             Ok(mut prepared) => {
                 // Best effort: if the guest cannot reserve now, the swap reserves during the pause.
-                let _ = prepared.reserve_state(state_hint.load(Ordering::Relaxed));
+                let _ = prepared.reserve_state(state_hint.load(Ordering::Relaxed).max(MIN_RESERVE));
                 let c = prepared.compiled();
                 let how = if c.cached {
                     "cached".to_owned()

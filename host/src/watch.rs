@@ -13,7 +13,7 @@ use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// What the watcher saw.
 #[derive(Debug)]
@@ -56,34 +56,45 @@ pub fn watch(
 
     let names_file =
         move |event: &notify::Event| event.paths.iter().any(|p| p.file_name() == Some(&name));
+    let relevant = move |event: &notify::Result<notify::Event>| matches!(event, Ok(event) if brings_content(&event.kind) && names_file(event));
     std::thread::Builder::new()
         .name("hotswap-watch".into())
         .spawn(move || {
             let mut last = current;
             // Ends when the watcher is dropped (its sender closes the channel).
             while let Ok(event) = rx.recv() {
-                match event {
-                    Err(e) => on_change(Change::Error(format!("file watcher: {e}"))),
-                    Ok(event) if brings_content(&event.kind) && names_file(&event) => {
-                        // Debounce: let the writer finish.
-                        while rx.recv_timeout(debounce).is_ok() {}
-                        match std::fs::read(&path) {
-                            Ok(bytes) => {
-                                let hash = ModuleHash::of(&bytes);
-                                if hash != last {
-                                    last = hash;
-                                    on_change(Change::Content(bytes));
-                                }
-                            }
-                            // Gone again (a remove after the create): wait for the next change.
-                            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                            Err(e) => on_change(Change::Error(format!(
-                                "cannot read {}: {e}",
-                                path.display()
-                            ))),
+                if let Err(e) = &event {
+                    on_change(Change::Error(format!("file watcher: {e}")));
+                }
+                if !relevant(&event) {
+                    continue;
+                }
+                // Debounce: wait until the file itself has been quiet for `debounce`. Other files
+                // in the directory (a log next to the module, say) may stay busy meanwhile.
+                let mut quiet_from = Instant::now();
+                loop {
+                    let remaining = debounce.saturating_sub(quiet_from.elapsed());
+                    match rx.recv_timeout(remaining) {
+                        Ok(event) if relevant(&event) => quiet_from = Instant::now(),
+                        Ok(_) => {}
+                        Err(mpsc::RecvTimeoutError::Timeout) => break,
+                        Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                    }
+                }
+                match std::fs::read(&path) {
+                    Ok(bytes) => {
+                        let hash = ModuleHash::of(&bytes);
+                        if hash != last {
+                            last = hash;
+                            on_change(Change::Content(bytes));
                         }
                     }
-                    Ok(_) => {}
+                    // Gone again (a remove after the create): wait for the next change.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => on_change(Change::Error(format!(
+                        "cannot read {}: {e}",
+                        path.display()
+                    ))),
                 }
             }
         })?;

@@ -95,6 +95,29 @@ fn unchanged_content_is_skipped() {
     assert!(w.next() == bytes(COUNTER_V2));
 }
 
+/// A busy neighbour (a log written next to the module, read by `tail -f` or `grep`) must not
+/// hold back a new version: the debounce waits for the module file only.
+#[test]
+fn activity_on_other_files_does_not_delay_a_change() {
+    let w = Watched::new(&bytes(COUNTER_V1));
+    let log = w.dir.path().join("host.log");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let busy = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                std::fs::write(&log, b"a line").unwrap();
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+    std::fs::write(w.path(), bytes(COUNTER_V2)).unwrap();
+    let seen = w.rx.recv_timeout(PATIENCE);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    busy.join().unwrap();
+    assert!(seen.expect("the change was held back by the busy neighbour") == bytes(COUNTER_V2));
+}
+
 #[test]
 fn a_truncated_file_is_refused_and_the_next_write_is_picked_up() {
     let runtime = runtime();
