@@ -10,6 +10,12 @@ use hotswap_tests::*;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// The two kinds of swap measured, from kv v1.
+const SWAPS: [(&str, &str); 2] = [
+    ("kv v1 → v2 (same layout)", KV_V2),
+    ("kv v1 → v3 (migrate)", KV_V3),
+];
+
 /// About how many bytes of MessagePack one generated kv record takes (11-digit key, 16-byte
 /// value); the table prints the exact state size.
 const RECORD_BYTES: usize = 29;
@@ -46,22 +52,31 @@ fn main() {
     };
     for &(label, bytes, runs) in sizes {
         let records = bytes.div_ceil(RECORD_BYTES);
-        swap_pause(
-            &runtime,
-            "kv v1 → v2 (same layout)",
-            label,
-            records,
-            runs,
-            KV_V2,
-        );
-        swap_pause(
-            &runtime,
-            "kv v1 → v3 (migrate)",
-            label,
-            records,
-            runs,
-            KV_V3,
-        );
+        for (kind, to) in SWAPS {
+            swap_pause(&runtime, kind, label, records, runs, to);
+        }
+    }
+    println!();
+    println!("## Swap pause by record count, as in the Erlang anchor (medians)");
+    println!();
+    println!(
+        "| swap | state | runs | prepare (before pause) | export | copy | import | **pause** |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    let counts: &[(&str, usize, usize)] = if quick {
+        &[("1,000 records", 1_000, 5), ("10,000 records", 10_000, 3)]
+    } else {
+        &[
+            ("1,000 records", 1_000, 15),
+            ("10,000 records", 10_000, 15),
+            ("100,000 records", 100_000, 7),
+            ("1,000,000 records", 1_000_000, 5),
+        ]
+    };
+    for &(label, records, runs) in counts {
+        for (kind, to) in SWAPS {
+            swap_pause(&runtime, kind, label, records, runs, to);
+        }
     }
 }
 
@@ -127,8 +142,7 @@ fn swap_pause(
     }
     let pick = |f: fn(&Phases) -> Duration| fmt(median(phases.iter().map(f).collect()));
     println!(
-        "| {kind} | {label} ({} B, {records} records) | {runs} | {} | {} | {} | {} | **{}** |",
-        state_len,
+        "| {kind} | {label} ({state_len} B, {records} records) | {runs} | {} | {} | {} | {} | **{}** |",
         fmt(median(prepare)),
         pick(|p| p.export),
         pick(|p| p.copy),

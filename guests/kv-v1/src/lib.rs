@@ -12,6 +12,8 @@ use std::collections::BTreeMap;
 #[derive(Default, Serialize, Deserialize)]
 #[serde(default)]
 struct Store {
+    // Decoded in bulk: a large map takes over faster at a swap (see `hotswap_guest::de`).
+    #[serde(deserialize_with = "hotswap_guest::de::btree_map")]
     entries: BTreeMap<String, String>,
     last_key: String,
 }

@@ -13,6 +13,8 @@ use std::collections::BTreeMap;
 #[derive(Default, Serialize, Deserialize)]
 #[serde(default)]
 struct Store {
+    // Decoded in bulk: a large map takes over faster at a swap (see `hotswap_guest::de`).
+    #[serde(deserialize_with = "hotswap_guest::de::btree_map")]
     records: BTreeMap<String, Record>,
     reads: u64,
 }
@@ -29,6 +31,7 @@ struct Record {
 #[derive(Default, Deserialize)]
 #[serde(default)]
 struct StoreV1 {
+    #[serde(deserialize_with = "hotswap_guest::de::btree_map")]
     entries: BTreeMap<String, String>,
     reads: u64,
 }
