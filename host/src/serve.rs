@@ -15,7 +15,7 @@ use crate::watch::{Change, watch};
 use anyhow::Context as _;
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -63,10 +63,15 @@ pub fn run(runtime: Arc<Runtime>, options: &RunOptions) -> anyhow::Result<()> {
 
     let (tx, rx) = mpsc::channel();
     spawn("hotswap-stdin", read_stdin(tx.clone()))?;
+    // At most one tick waits in the queue: a slow app misses ticks rather than piling them up.
+    let tick_queued = Arc::new(AtomicBool::new(false));
     if let Some(period) = options.tick {
-        let tx = tx.clone();
+        let (tx, queued) = (tx.clone(), tick_queued.clone());
         spawn("hotswap-tick", move || {
-            while tx.send(Event::Tick).is_ok() {
+            loop {
+                if !queued.swap(true, Ordering::AcqRel) && tx.send(Event::Tick).is_err() {
+                    return;
+                }
                 std::thread::sleep(period);
             }
         })?;
@@ -105,6 +110,7 @@ pub fn run(runtime: Arc<Runtime>, options: &RunOptions) -> anyhow::Result<()> {
                     .and_then(|()| out.flush())?;
             }
             Event::Tick => {
+                tick_queued.store(false, Ordering::Release);
                 let now_ms = SystemTime::now()
                     .duration_since(UNIX_EPOCH)
                     .map_or(0, |d| d.as_millis() as u64);

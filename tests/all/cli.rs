@@ -23,13 +23,7 @@ struct Running {
 
 impl Running {
     fn start(args: &[&str]) -> Self {
-        let mut child = Command::new(HOTSWAP_BIN)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start hotswap");
+        let mut child = spawn(args);
         let stdout = lines(child.stdout.take().unwrap());
         let stderr = lines(child.stderr.take().unwrap());
         Running {
@@ -95,14 +89,20 @@ fn lines(reader: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> 
     rx
 }
 
-fn run(args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(HOTSWAP_BIN)
+/// Starts `hotswap` with its three standard streams piped.
+fn spawn(args: &[&str]) -> Child {
+    Command::new(HOTSWAP_BIN)
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap();
+        .expect("start hotswap")
+}
+
+/// Runs `hotswap` to the end with this stdin.
+fn run(args: &[&str], stdin: &str) -> Output {
+    let mut child = spawn(args);
     child
         .stdin
         .take()
