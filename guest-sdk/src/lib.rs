@@ -251,6 +251,97 @@ macro_rules! export_app {
     };
 }
 
+/// The guard against taking over an unrelated app's state.
+///
+/// MessagePack with named fields lets fields come and go, and `#[serde(default)]` fills in
+/// what is missing. The flip side: state with *none* of the app's fields would decode into an
+/// all-default state, and the real state would be silently lost (say, a module of a different
+/// app written over the watched file). So at an import without migration, the state must share
+/// at least one top-level field with the app's state type, or it is refused.
+mod fields {
+    use crate::MigrateError;
+    use serde::de::{self, DeserializeOwned, Deserializer, IgnoredAny, MapAccess, Visitor};
+    use std::fmt;
+
+    /// Refuses `state` if it is a non-empty map none of whose keys is a field of `A`. Stops at
+    /// the first shared field, so it reads little of a large state.
+    pub(crate) fn check_shared<A: DeserializeOwned>(state: &[u8]) -> Result<(), MigrateError> {
+        let Some(fields) = struct_fields::<A>() else {
+            return Ok(());
+        };
+        let mut decoder = rmp_serde::Deserializer::from_read_ref(state);
+        // A state that is not a map (or does not decode) is for `decode` to judge.
+        let Ok(Some(found)) = (&mut decoder).deserialize_any(ForeignKeys(fields)) else {
+            return Ok(());
+        };
+        Err(MigrateError::new(format!(
+            "the state has none of this app's fields (it has {}; this app's state has {}): it was \
+             written by a different app; if this app replaced all of its fields, raise \
+             STATE_VERSION and implement `migrate`",
+            found.join(", "),
+            fields.join(", ")
+        )))
+    }
+
+    /// The field names of a struct that derives `Deserialize` (`None` for anything else).
+    fn struct_fields<A: DeserializeOwned>() -> Option<&'static [&'static str]> {
+        let mut capture = Capture(None);
+        let _ = A::deserialize(&mut capture);
+        capture.0
+    }
+
+    /// A deserializer that only records the field list that `deserialize_struct` is given.
+    struct Capture(Option<&'static [&'static str]>);
+
+    impl<'de> Deserializer<'de> for &mut Capture {
+        type Error = de::value::Error;
+
+        fn deserialize_any<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value, Self::Error> {
+            Err(de::Error::custom("not a struct"))
+        }
+
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _name: &'static str,
+            fields: &'static [&'static str],
+            _visitor: V,
+        ) -> Result<V::Value, Self::Error> {
+            self.0 = Some(fields);
+            Err(de::Error::custom("fields captured"))
+        }
+
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf
+            option unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier
+            ignored_any
+        }
+    }
+
+    /// Visits the state's top-level map: `None` as soon as a key is one of the fields, else
+    /// the keys it has.
+    struct ForeignKeys(&'static [&'static str]);
+
+    impl<'de> Visitor<'de> for ForeignKeys {
+        type Value = Option<Vec<String>>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a map")
+        }
+
+        fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<Self::Value, M::Error> {
+            let mut keys = Vec::new();
+            while let Some(key) = map.next_key::<String>()? {
+                if self.0.contains(&key.as_str()) {
+                    return Ok(None);
+                }
+                keys.push(key);
+                map.next_value::<IgnoredAny>()?;
+            }
+            Ok((!keys.is_empty()).then_some(keys))
+        }
+    }
+}
+
 #[doc(hidden)]
 pub mod __private {
     //! The runtime behind [`export_app!`](crate::export_app). Not public API.
@@ -335,7 +426,9 @@ pub mod __private {
             let version = version as u32;
             let state = host_written(&rt.input, len);
             let imported = match version.cmp(&A::STATE_VERSION) {
-                Ordering::Equal => crate::decode::<A>(state),
+                Ordering::Equal => {
+                    crate::fields::check_shared::<A>(state).and_then(|()| crate::decode::<A>(state))
+                }
                 Ordering::Less => A::migrate(version, state),
                 Ordering::Greater => Err(MigrateError::new(format!(
                     "the state was written by state version {version}, newer than this code's \

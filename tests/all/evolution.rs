@@ -81,6 +81,24 @@ fn newer_state_is_refused() {
     assert_eq!(state(&mut app), before);
 }
 
+/// State from a different app at the same state version shares none of the app's fields: it is
+/// refused rather than silently replaced by an all-default state.
+#[test]
+fn an_unrelated_apps_state_is_refused() {
+    let runtime = runtime();
+    let mut app = start(&runtime, KV_V3);
+    send(&mut app, "set k v");
+    let before = state(&mut app);
+    // refuse-migration is a counter at state version 2, like kv v3.
+    let refused = app.swap(prepare(&runtime, REFUSE_MIGRATION)).unwrap_err();
+    assert!(matches!(refused.error, SwapError::Refused(_)), "{refused}");
+    assert!(
+        refused.to_string().contains("the state has none of this app's fields (it has records, reads; this app's state has value)"),
+        "{refused}"
+    );
+    assert_eq!(state(&mut app), before);
+}
+
 /// The chain v1 → v2 → v3 keeps every record of a larger state.
 #[test]
 fn chain_keeps_every_record() {
