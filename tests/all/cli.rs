@@ -262,6 +262,35 @@ fn bad_inputs_exit_non_zero_with_a_clear_message() {
 }
 
 #[test]
+fn env_and_dir_flags_reach_the_guest() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("motd.txt"), "from the host").unwrap();
+    let mapping = format!("{}::/data", dir.path().display());
+    let output = run(
+        &[
+            "run",
+            WASI_PROBE,
+            "--env",
+            "GREETING=hi there",
+            "--dir",
+            &mapping,
+        ],
+        "env GREETING\nread /data/motd.txt\n",
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(stdout, "probe #1: hi there\nprobe #2: from the host\n");
+    // A directory that does not exist is a clear error, not a panic.
+    let output = run(&["run", WASI_PROBE, "--dir", "/no/such/dir"], "");
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("cannot open --dir /no/such/dir"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
 fn check_reports_the_versions() {
     let output = run(&["check", KV_V3], "");
     assert!(output.status.success(), "{}", stderr(&output));

@@ -227,3 +227,44 @@ pub fn wrong_abi_wat() {
     );
     assert_eq!(send(&mut app, "get"), "counter v1: value=5");
 }
+
+/// The guest sees exactly the environment and directories the host gives it.
+#[test]
+pub fn wasi_probe() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("motd.txt"), "hello from the host").unwrap();
+    let runtime = runtime_with(hotswap::Config {
+        env: vec![("GREETING".into(), "hi".into())],
+        dirs: vec![hotswap::DirMapping {
+            host: dir.path().to_owned(),
+            guest: "/data".into(),
+        }],
+        inherit_stdio: false,
+        ..hotswap::Config::default()
+    });
+    let mut app = start(&runtime, WASI_PROBE);
+    assert_eq!(send(&mut app, "env GREETING"), "probe #1: hi");
+    assert_eq!(
+        send(&mut app, "read /data/motd.txt"),
+        "probe #2: hello from the host"
+    );
+    assert_eq!(
+        send(&mut app, "write /data/out.txt written by the guest"),
+        "probe #3: ok"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("out.txt")).unwrap(),
+        "written by the guest"
+    );
+    // Nothing outside the mapped directory.
+    let outside = send(&mut app, "read /etc/passwd");
+    assert!(outside.starts_with("probe #4: error"), "{outside}");
+    // A new version gets the same environment and directories.
+    swap(&mut app, WASI_PROBE);
+    assert_eq!(
+        send(&mut app, "read /data/out.txt"),
+        "probe #5: written by the guest"
+    );
+    let unset = send(&mut app, "env HOME");
+    assert!(unset.starts_with("probe #6: error"), "{unset}");
+}
