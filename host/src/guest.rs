@@ -128,7 +128,8 @@ impl Guest {
         guest.descriptor = guest
             .call_func(&output, ())
             .map_err(SwapError::Initialize)? as u32 as usize;
-        guest.output_descriptor().map_err(SwapError::Initialize)?;
+        output_bytes(guest.memory.data(&guest.store), guest.descriptor)
+            .map_err(SwapError::Initialize)?;
         Ok(guest)
     }
 
@@ -195,7 +196,12 @@ impl Guest {
                 "the guest could not allocate {len} bytes for its input"
             )));
         }
-        self.check_range(ptr, len, "the input buffer from hotswap_reserve")?;
+        guest_range(
+            self.memory.data(&self.store),
+            ptr,
+            len,
+            "the input buffer from hotswap_reserve",
+        )?;
         self.input = (ptr, len);
         Ok(())
     }
@@ -218,40 +224,13 @@ impl Guest {
 
     /// Reads the output descriptor and returns the output for a status.
     fn output(&self, status: i32) -> Result<&[u8], CallError> {
-        let (ptr, len) = self.output_descriptor()?;
-        let bytes = &self.memory.data(&self.store)[ptr..ptr + len];
+        let bytes = output_bytes(self.memory.data(&self.store), self.descriptor)?;
         match status {
             STATUS_OK => Ok(bytes),
             STATUS_ERROR => Err(CallError::Failed(
                 String::from_utf8_lossy(bytes).into_owned(),
             )),
             other => Err(CallError::Abi(format!("unknown status code {other}"))),
-        }
-    }
-
-    /// The output's address and length, checked to lie within memory.
-    fn output_descriptor(&self) -> Result<(usize, usize), CallError> {
-        self.check_range(
-            self.descriptor,
-            OUTPUT_DESCRIPTOR_LEN,
-            "the output descriptor",
-        )?;
-        let data = self.memory.data(&self.store);
-        let word = |at: usize| {
-            u32::from_le_bytes([data[at], data[at + 1], data[at + 2], data[at + 3]]) as usize
-        };
-        let (ptr, len) = (word(self.descriptor), word(self.descriptor + 4));
-        self.check_range(ptr, len, "the output")?;
-        Ok((ptr, len))
-    }
-
-    fn check_range(&self, ptr: usize, len: usize, what: &str) -> Result<(), CallError> {
-        let size = self.memory.data_size(&self.store);
-        match ptr.checked_add(len) {
-            Some(end) if end <= size => Ok(()),
-            _ => Err(CallError::Abi(format!(
-                "{what} ({ptr}+{len}) lies outside the guest's {size}-byte memory"
-            ))),
         }
     }
 
@@ -305,4 +284,34 @@ impl Guest {
         }
         CallError::Trap(format!("{error:#}"))
     }
+}
+
+/// The output that the descriptor at `descriptor` describes, bounds-checked.
+fn output_bytes(memory: &[u8], descriptor: usize) -> Result<&[u8], CallError> {
+    let d = guest_range(
+        memory,
+        descriptor,
+        OUTPUT_DESCRIPTOR_LEN,
+        "the output descriptor",
+    )?;
+    let ptr = u32::from_le_bytes([d[0], d[1], d[2], d[3]]) as usize;
+    let len = u32::from_le_bytes([d[4], d[5], d[6], d[7]]) as usize;
+    guest_range(memory, ptr, len, "the output")
+}
+
+/// `memory[ptr..ptr + len]`, or an ABI error if a guest-supplied range lies outside memory.
+fn guest_range<'m>(
+    memory: &'m [u8],
+    ptr: usize,
+    len: usize,
+    what: &str,
+) -> Result<&'m [u8], CallError> {
+    ptr.checked_add(len)
+        .and_then(|end| memory.get(ptr..end))
+        .ok_or_else(|| {
+            CallError::Abi(format!(
+                "{what} ({ptr}+{len}) lies outside the guest's {}-byte memory",
+                memory.len()
+            ))
+        })
 }
