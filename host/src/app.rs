@@ -230,6 +230,11 @@ impl App {
         self.guest.state_version()
     }
 
+    /// The running instance's linear memory size, in bytes.
+    pub fn memory_size(&self) -> usize {
+        self.guest.memory_size()
+    }
+
     /// Counters.
     pub fn stats(&self) -> &Stats {
         &self.stats

@@ -1,5 +1,6 @@
 //! The command line: one clap struct per subcommand; their doc comments are `--help`.
 
+use crate::control::{self, Request};
 use crate::runtime::{Config, DirMapping, Runtime};
 use crate::serve::{RunOptions, run};
 use anyhow::Context as _;
@@ -32,6 +33,36 @@ pub enum Command {
     /// Check a module without running it: compile it, check its exports and imports against the
     /// ABI, instantiate it, and print its ABI and state versions.
     Check(CheckArgs),
+    /// Ask a running host to swap in a new version, and wait for the outcome.
+    ///
+    /// Prints the swap line and exits 0 when swapped; prints the reason and exits 1 when
+    /// refused (the old version keeps running).
+    Reload(ReloadArgs),
+    /// Show a running host's status: module, state version, uptime, events, swaps, last pause.
+    Status(ControlArgs),
+    /// Show the running app's current state, decoded (the SDK's MessagePack as JSON).
+    State(ControlArgs),
+}
+
+/// How to reach a running host.
+#[derive(Debug, Args)]
+pub struct ControlArgs {
+    /// The host's control socket (default: the only host running under this user).
+    #[arg(long, value_name = "PATH")]
+    pub control: Option<PathBuf>,
+    /// Print the host's whole answer as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `hotswap reload`.
+#[derive(Debug, Args)]
+pub struct ReloadArgs {
+    /// The new version's module file.
+    pub module: PathBuf,
+    /// How to reach the host.
+    #[command(flatten)]
+    pub control: ControlArgs,
 }
 
 /// `hotswap run`.
@@ -49,6 +80,10 @@ pub struct RunArgs {
     /// Deliver a tick event to the app every MS milliseconds.
     #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
     pub tick: Option<u64>,
+    /// Listen for `hotswap reload|status|state` on this Unix socket (created owner-only;
+    /// default: a per-process socket under $XDG_RUNTIME_DIR/hotswap or /tmp/hotswap-$UID).
+    #[arg(long, value_name = "PATH")]
+    pub control: Option<PathBuf>,
     /// Let the guest open a host directory, seen by the guest at GUEST (default: the same
     /// path). Repeatable.
     #[arg(long = "dir", value_name = "HOST[::GUEST]", value_parser = parse_dir)]
@@ -119,6 +154,7 @@ pub fn execute(cli: Cli) -> anyhow::Result<()> {
                 watch: args.watch,
                 tick: args.tick.map(Duration::from_millis),
                 debounce: Duration::from_millis(args.debounce),
+                control: args.control,
             };
             run(Runtime::new(config)?, &options)
         }
@@ -137,7 +173,32 @@ pub fn execute(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Reload(args) => {
+            let module = std::path::absolute(&args.module)
+                .with_context(|| format!("cannot resolve {}", args.module.display()))?;
+            ask(&args.control, &Request::Reload { module })
+        }
+        Command::Status(args) => ask(&args, &Request::Status),
+        Command::State(args) => ask(&args, &Request::State),
     }
+}
+
+/// Sends a request to a running host and prints its answer; a failed request is an error.
+fn ask(args: &ControlArgs, request: &Request) -> anyhow::Result<()> {
+    let path = match &args.control {
+        Some(path) => path.clone(),
+        None => control::discover()?,
+    };
+    let response = control::send(&path, request)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&response)?);
+    } else if response.ok {
+        println!("{}", response.message);
+    }
+    if !response.ok {
+        anyhow::bail!("{}", response.message);
+    }
+    Ok(())
 }
 
 fn parse_dir(arg: &str) -> Result<DirMapping, String> {

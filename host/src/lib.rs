@@ -9,8 +9,8 @@
 //! 4. [`app`]: the running app: events, and swaps that export the old state, copy it into the
 //!    new instance, import it, and commit;
 //!
-//! and around it [`watch`] (new versions from a file), [`serve`] (the `run` command's event
-//! loop) and [`cli`].
+//! and around it [`watch`] (new versions from a file), [`control`] (the control socket),
+//! [`serve`] (the `run` command's event loop) and [`cli`].
 //!
 //! ```no_run
 //! # fn main() -> anyhow::Result<()> {
@@ -29,6 +29,7 @@ pub mod app;
 pub mod check;
 pub mod cli;
 pub mod compile;
+pub mod control;
 pub mod error;
 pub mod guest;
 mod runtime;

@@ -1,20 +1,24 @@
-//! `hotswap run`: one app and its events: stdin lines, timer ticks, and new versions from the
-//! watcher, handled one at a time.
+//! `hotswap run`: one app and its events: stdin lines, timer ticks, new versions from the
+//! watcher, and requests on the control socket, handled one at a time.
 //!
 //! Strategy: the calling thread owns the [`App`] and is its only user (an actor). Every source of
-//! events is a thread that sends into one channel: the stdin reader, the ticker and the watcher.
-//! The watcher compiles and instantiates a new version on its own thread while the app keeps
-//! serving, and sends the prepared version as an event; the swap then happens between two events,
-//! and events that arrive meanwhile wait in the channel. End of stdin ends the run.
+//! events is a thread that sends into one channel: the stdin reader, the ticker, the watcher and
+//! one thread per control connection. New versions are compiled and instantiated on the thread
+//! that found them while the app keeps serving, and sent as prepared versions; the swap then
+//! happens between two events, and events that arrive meanwhile wait in the channel. End of
+//! stdin ends the run.
 
-use crate::app::{App, Prepared, ms};
-use crate::compile::{ModuleHash, display_name};
+use crate::app::{App, Prepared, SwapReport, ms};
+use crate::compile::{ModuleHash, display_name, read_module};
+use crate::control::{self, Request, Response, SocketFile};
 use crate::error::SwapError;
 use crate::runtime::Runtime;
 use crate::watch::{Change, watch};
 use anyhow::Context as _;
+use serde_json::json;
 use std::io::{BufRead, Write};
-use std::path::PathBuf;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -30,18 +34,48 @@ pub struct RunOptions {
     pub tick: Option<Duration>,
     /// How long the module file must be quiet before it is read.
     pub debounce: Duration,
+    /// Where to listen for control requests (default: [`control::default_path`]).
+    pub control: Option<PathBuf>,
 }
 
 /// The smallest input buffer a new version reserves before its swap: small states and the first
 /// messages after the swap then need no allocation call.
 const MIN_RESERVE: usize = 4096;
 
+/// Where the answer to an event goes, for events a control client waits on.
+type Reply = Option<mpsc::Sender<Response>>;
+
 enum Event {
     Line(Vec<u8>),
     Tick,
-    Swap(Box<Prepared>),
-    Refused { attempted: String, error: SwapError },
+    /// A prepared version from `source`.
+    Swap {
+        prepared: Box<Prepared>,
+        source: PathBuf,
+        reply: Reply,
+    },
+    /// A version that could not be prepared.
+    Refused {
+        attempted: String,
+        error: SwapError,
+        reply: Reply,
+    },
+    /// `status` or `state` from the control socket.
+    Query {
+        request: Request,
+        reply: mpsc::Sender<Response>,
+    },
     Eof,
+}
+
+/// What the actor knows besides the app.
+struct Host {
+    app: App,
+    /// The file the running version came from.
+    module_path: PathBuf,
+    started: Instant,
+    /// The size of the last state carried over: new versions reserve that much before the pause.
+    state_hint: Arc<AtomicUsize>,
 }
 
 /// Runs the app until stdin ends.
@@ -52,7 +86,7 @@ pub fn run(runtime: Arc<Runtime>, options: &RunOptions) -> anyhow::Result<()> {
     let prepared = runtime
         .prepare_file(path)
         .with_context(|| format!("cannot load {}", path.display()))?;
-    let mut app =
+    let app =
         App::start(runtime.clone(), prepared).with_context(|| format!("cannot start {name}"))?;
     log(format_args!(
         "running {} (state v{}), ready in {}",
@@ -61,6 +95,18 @@ pub fn run(runtime: Arc<Runtime>, options: &RunOptions) -> anyhow::Result<()> {
         ms(started.elapsed())
     ));
 
+    let control_path = options
+        .control
+        .clone()
+        .unwrap_or_else(control::default_path);
+    let listener = control::bind(&control_path)?;
+    let _socket_file = SocketFile(control_path.clone());
+    log(format_args!(
+        "control socket: {} (hotswap reload|status|state --control PATH)",
+        control_path.display()
+    ));
+
+    let state_hint = Arc::new(AtomicUsize::new(0));
     let (tx, rx) = mpsc::channel();
     spawn("hotswap-stdin", read_stdin(tx.clone()))?;
     // At most one tick waits in the queue: a slow app misses ticks rather than piling them up.
@@ -76,15 +122,32 @@ pub fn run(runtime: Arc<Runtime>, options: &RunOptions) -> anyhow::Result<()> {
             }
         })?;
     }
-    // The size of the last state carried over: new versions reserve that much before the pause.
-    let state_hint = Arc::new(AtomicUsize::new(0));
+    {
+        let (runtime, hint, tx) = (runtime.clone(), state_hint.clone(), tx.clone());
+        spawn("hotswap-control", move || {
+            serve_control(listener, runtime, hint, tx)
+        })?;
+    }
     let _watcher = if options.watch {
-        let on_change = prepare_changes(
+        let (runtime, hint, tx, source) = (
             runtime.clone(),
-            name.clone(),
             state_hint.clone(),
             tx.clone(),
+            path.clone(),
         );
+        let on_change = move |change| match change {
+            Change::Content(bytes) => {
+                let event = prepare(
+                    &runtime,
+                    &source,
+                    &bytes,
+                    hint.load(Ordering::Relaxed),
+                    None,
+                );
+                let _ = tx.send(event);
+            }
+            Change::Error(message) => log(format_args!("{message}")),
+        };
         let watcher = watch(path, app.module().hash, options.debounce, on_change)?;
         log(format_args!("watching {} for new versions", path.display()));
         Some(watcher)
@@ -93,11 +156,17 @@ pub fn run(runtime: Arc<Runtime>, options: &RunOptions) -> anyhow::Result<()> {
     };
     drop(tx);
 
+    let mut host = Host {
+        app,
+        module_path: path.clone(),
+        started,
+        state_hint,
+    };
     let stdout = std::io::stdout();
     for event in rx {
         match event {
             Event::Line(line) => {
-                let reply = match app.message(&line) {
+                let reply = match host.app.message(&line) {
                     Ok(reply) => reply,
                     Err(e) => {
                         log(format_args!("message failed: {e}"));
@@ -114,29 +183,150 @@ pub fn run(runtime: Arc<Runtime>, options: &RunOptions) -> anyhow::Result<()> {
                 let now_ms = SystemTime::now()
                     .duration_since(UNIX_EPOCH)
                     .map_or(0, |d| d.as_millis() as u64);
-                if let Err(e) = app.tick(now_ms) {
+                if let Err(e) = host.app.tick(now_ms) {
                     log(format_args!("tick failed: {e}"));
                 }
             }
-            Event::Swap(prepared) => match app.swap(*prepared) {
-                Ok(report) => {
-                    state_hint.store(report.state_len, Ordering::Relaxed);
-                    log(format_args!("{report}"));
-                }
-                Err(refused) => log(format_args!("{refused}")),
-            },
-            Event::Refused { attempted, error } => {
-                log(format_args!("{}", app.refused(attempted, error)))
+            Event::Swap {
+                prepared,
+                source,
+                reply,
+            } => {
+                let response = host.swap(*prepared, source);
+                answer(reply, response);
+            }
+            Event::Refused {
+                attempted,
+                error,
+                reply,
+            } => {
+                let refused = host.app.refused(attempted, error);
+                log(format_args!("{refused}"));
+                answer(reply, Response::failed(refused.to_string()));
+            }
+            Event::Query { request, reply } => {
+                let _ = reply.send(host.query(&request));
             }
             Event::Eof => break,
         }
     }
-    let stats = app.stats();
+    let stats = host.app.stats();
     log(format_args!(
         "stdin closed; stopping after {} events, {} swaps, {} refused",
         stats.events, stats.swaps, stats.refused
     ));
     Ok(())
+}
+
+impl Host {
+    fn swap(&mut self, prepared: Prepared, source: PathBuf) -> Response {
+        match self.app.swap(prepared) {
+            Ok(report) => {
+                self.state_hint.store(report.state_len, Ordering::Relaxed);
+                self.module_path = source;
+                log(format_args!("{report}"));
+                Response {
+                    ok: true,
+                    message: report.to_string(),
+                    swap: Some(report_json(&report)),
+                    ..Response::default()
+                }
+            }
+            Err(refused) => {
+                log(format_args!("{refused}"));
+                Response::failed(refused.to_string())
+            }
+        }
+    }
+
+    fn query(&mut self, request: &Request) -> Response {
+        let module = self.app.module();
+        match request {
+            Request::Status => {
+                let stats = self.app.stats();
+                let status = json!({
+                    "module": self.module_path,
+                    "name": module.name,
+                    "hash": format!("{:?}", module.hash),
+                    "state_version": self.app.state_version(),
+                    "state_bytes_at_last_swap": stats.last_state_len,
+                    "memory_bytes": self.app.memory_size(),
+                    "uptime_s": self.started.elapsed().as_secs_f64(),
+                    "events": stats.events,
+                    "swaps": stats.swaps,
+                    "refused": stats.refused,
+                    "recoveries": stats.recoveries,
+                    "last_pause_us": stats.last_pause.map(|d| d.as_secs_f64() * 1e6),
+                });
+                let message = format!(
+                    "running {module} from {} (state v{}), up {:.0} s, {} events, {} swaps, {} refused, last pause {}",
+                    self.module_path.display(),
+                    self.app.state_version(),
+                    self.started.elapsed().as_secs_f64(),
+                    stats.events,
+                    stats.swaps,
+                    stats.refused,
+                    stats.last_pause.map_or_else(|| "none".to_owned(), ms),
+                );
+                Response {
+                    ok: true,
+                    message,
+                    status: Some(status),
+                    ..Response::default()
+                }
+            }
+            Request::State => match self.app.export_state() {
+                Ok(bytes) => {
+                    // The SDK's encoding is MessagePack; anything else is shown as its size only.
+                    let decoded: Option<serde_json::Value> = serde::Deserialize::deserialize(
+                        &mut rmp_serde::Deserializer::from_read_ref(&bytes),
+                    )
+                    .ok();
+                    let message = match &decoded {
+                        Some(value) => serde_json::to_string_pretty(value).unwrap_or_default(),
+                        None => format!("({} bytes that are not MessagePack)", bytes.len()),
+                    };
+                    let state = json!({
+                        "state_version": self.app.state_version(),
+                        "bytes": bytes.len(),
+                        "value": decoded,
+                    });
+                    Response {
+                        ok: true,
+                        message,
+                        state: Some(state),
+                        ..Response::default()
+                    }
+                }
+                Err(e) => Response::failed(format!("cannot export the state: {e}")),
+            },
+            Request::Reload { .. } => Response::failed("a reload is not a query"),
+        }
+    }
+}
+
+fn answer(reply: Reply, response: Response) {
+    if let Some(reply) = reply {
+        let _ = reply.send(response);
+    }
+}
+
+fn report_json(report: &SwapReport) -> serde_json::Value {
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    json!({
+        "from": report.from,
+        "to": report.to,
+        "from_state_version": report.from_state_version,
+        "to_state_version": report.to_state_version,
+        "state_bytes": report.state_len,
+        "cached": report.cached,
+        "compile_us": us(report.compile_time),
+        "prepare_us": us(report.prepare_time),
+        "pause_us": us(report.phases.pause),
+        "export_us": us(report.phases.export),
+        "copy_us": us(report.phases.copy),
+        "import_us": us(report.phases.import),
+    })
 }
 
 /// The host's own log line, on stderr.
@@ -182,39 +372,99 @@ fn read_stdin(tx: mpsc::Sender<Event>) -> impl FnOnce() + Send + 'static {
     }
 }
 
-/// The watcher's callback: prepare each new content off the app's thread and send it on.
-fn prepare_changes(
+/// Prepares a new version off the app's thread: the event that carries it, or its refusal.
+fn prepare(
+    runtime: &Runtime,
+    source: &Path,
+    bytes: &[u8],
+    state_hint: usize,
+    reply: Reply,
+) -> Event {
+    let name = display_name(source);
+    let attempted = format!("{name}@{}", ModuleHash::of(bytes));
+    log(format_args!(
+        "{attempted}: new version; compiling and checking"
+    ));
+    match runtime.prepare(&name, bytes) {
+        Ok(mut prepared) => {
+            // Best effort: if the guest cannot reserve now, the swap reserves during the pause.
+            let _ = prepared.reserve_state(state_hint.max(MIN_RESERVE));
+            let c = prepared.compiled();
+            let how = if c.cached {
+                "cached".to_owned()
+            } else {
+                format!("compiled in {}", ms(c.compile_time))
+            };
+            log(format_args!(
+                "{attempted}: {how}, checked; swapping at the next event boundary"
+            ));
+            Event::Swap {
+                prepared: Box::new(prepared),
+                source: source.to_owned(),
+                reply,
+            }
+        }
+        Err(error) => Event::Refused {
+            attempted,
+            error,
+            reply,
+        },
+    }
+}
+
+/// Accepts control connections; each is handled on its own thread, so a reload that compiles
+/// does not hold up a status request.
+fn serve_control(
+    listener: UnixListener,
     runtime: Arc<Runtime>,
-    name: String,
     state_hint: Arc<AtomicUsize>,
     tx: mpsc::Sender<Event>,
-) -> impl FnMut(Change) + Send + 'static {
-    move |change| {
-        let bytes = match change {
-            Change::Content(bytes) => bytes,
-            Change::Error(message) => return log(format_args!("{message}")),
-        };
-        let attempted = format!("{name}@{}", ModuleHash::of(&bytes));
-        log(format_args!(
-            "{attempted}: new version written; compiling and checking"
-        ));
-        let event = match runtime.prepare(&name, &bytes) {
-            Ok(mut prepared) => {
-                // Best effort: if the guest cannot reserve now, the swap reserves during the pause.
-                let _ = prepared.reserve_state(state_hint.load(Ordering::Relaxed).max(MIN_RESERVE));
-                let c = prepared.compiled();
-                let how = if c.cached {
-                    "cached".to_owned()
-                } else {
-                    format!("compiled in {}", ms(c.compile_time))
-                };
-                log(format_args!(
-                    "{attempted}: {how}, checked; swapping at the next event boundary"
-                ));
-                Event::Swap(Box::new(prepared))
-            }
-            Err(error) => Event::Refused { attempted, error },
-        };
-        let _ = tx.send(event);
+) {
+    for stream in listener.incoming() {
+        let Ok(stream) = stream else { continue };
+        let (runtime, hint, tx) = (runtime.clone(), state_hint.clone(), tx.clone());
+        let _ = std::thread::Builder::new()
+            .name("hotswap-control-conn".into())
+            .spawn(move || handle_control(&stream, &runtime, &hint, &tx));
     }
+}
+
+fn handle_control(
+    stream: &UnixStream,
+    runtime: &Runtime,
+    state_hint: &AtomicUsize,
+    tx: &mpsc::Sender<Event>,
+) {
+    let (reply, answer) = mpsc::channel();
+    let event = match control::read_request(stream) {
+        Err(message) => {
+            let _ = control::write_response(stream, &Response::failed(message));
+            return;
+        }
+        Ok(Request::Reload { module }) => {
+            log(format_args!("control: reload {}", module.display()));
+            match read_module(&module) {
+                Ok(bytes) => prepare(
+                    runtime,
+                    &module,
+                    &bytes,
+                    state_hint.load(Ordering::Relaxed),
+                    Some(reply),
+                ),
+                Err(error) => Event::Refused {
+                    attempted: display_name(&module),
+                    error,
+                    reply: Some(reply),
+                },
+            }
+        }
+        Ok(request) => Event::Query { request, reply },
+    };
+    let response = match tx.send(event) {
+        Ok(()) => answer
+            .recv()
+            .unwrap_or_else(|_| Response::failed("the host is stopping")),
+        Err(_) => Response::failed("the host is stopping"),
+    };
+    let _ = control::write_response(stream, &response);
 }

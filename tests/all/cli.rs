@@ -23,7 +23,11 @@ struct Running {
 
 impl Running {
     fn start(args: &[&str]) -> Self {
-        let mut child = spawn(args);
+        Self::start_with_env(args, &[])
+    }
+
+    fn start_with_env(args: &[&str], env: &[(&str, &std::path::Path)]) -> Self {
+        let mut child = spawn(args, env);
         let stdout = lines(child.stdout.take().unwrap());
         let stderr = lines(child.stderr.take().unwrap());
         Running {
@@ -90,9 +94,10 @@ fn lines(reader: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> 
 }
 
 /// Starts `hotswap` with its three standard streams piped.
-fn spawn(args: &[&str]) -> Child {
+fn spawn(args: &[&str], env: &[(&str, &std::path::Path)]) -> Child {
     Command::new(HOTSWAP_BIN)
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -102,7 +107,12 @@ fn spawn(args: &[&str]) -> Child {
 
 /// Runs `hotswap` to the end with this stdin.
 fn run(args: &[&str], stdin: &str) -> Output {
-    let mut child = spawn(args);
+    run_with_env(args, stdin, &[])
+}
+
+/// [`run`] with extra environment variables.
+fn run_with_env(args: &[&str], stdin: &str, env: &[(&str, &std::path::Path)]) -> Output {
+    let mut child = spawn(args, env);
     child
         .stdin
         .take()
@@ -349,4 +359,174 @@ fn help_explains_the_commands() {
     ] {
         assert!(text.contains(flag), "run --help lacks {flag}:\n{text}");
     }
+}
+
+/// The answer `hotswap ... --json` printed.
+fn json(output: &Output) -> serde_json::Value {
+    assert!(output.status.success(), "{}", stderr(output));
+    serde_json::from_slice(&output.stdout).expect("--json prints JSON")
+}
+
+#[test]
+fn reload_status_and_state_over_the_control_socket() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("control.sock");
+    let socket = socket.to_str().unwrap();
+    let mut hotswap = Running::start(&["run", COUNTER_V1, "--control", socket]);
+    hotswap.log_until("control socket");
+    let mode = std::fs::metadata(socket).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "the control socket is owner-only");
+    hotswap.send("inc");
+    assert_eq!(hotswap.reply(), "counter v1: value=5");
+
+    let output = run(&["reload", "--control", socket, COUNTER_V2], "");
+    assert!(output.status.success(), "{}", stderr(&output));
+    let line = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        line.starts_with("swapped counter_v1.wasm@") && line.contains("→ counter_v2.wasm@"),
+        "{line}"
+    );
+    hotswap.send("inc");
+    assert_eq!(hotswap.reply(), "counter v2: value=6");
+
+    // A refused reload exits 1 with the reason; the app keeps running v2 with its state.
+    let output = run(&["reload", "--control", socket, WRONG_ABI_WAT], "");
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("refused: the module speaks Hotswap ABI version 99"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(
+        stderr(&output).contains("still running counter_v2.wasm@"),
+        "{}",
+        stderr(&output)
+    );
+
+    let status = json(&run(&["status", "--control", socket, "--json"], ""));
+    let status = &status["status"];
+    assert_eq!(status["swaps"], 1);
+    assert_eq!(status["refused"], 1);
+    assert_eq!(status["events"], 2);
+    assert_eq!(status["state_version"], 1);
+    assert_eq!(status["name"], "counter_v2.wasm");
+    assert!(
+        status["module"]
+            .as_str()
+            .unwrap()
+            .ends_with("counter_v2.wasm"),
+        "{status}"
+    );
+    assert!(status["last_pause_us"].as_f64().unwrap() > 0.0);
+
+    let state = json(&run(&["state", "--control", socket, "--json"], ""));
+    assert_eq!(state["state"]["value"], serde_json::json!({ "value": 6 }));
+    let output = run(&["state", "--control", socket], "");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "{\n  \"value\": 6\n}\n"
+    );
+
+    hotswap.finish();
+    assert!(
+        !std::path::Path::new(socket).exists(),
+        "the socket is removed when the host stops"
+    );
+}
+
+#[test]
+fn a_live_control_socket_is_not_taken_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("control.sock");
+    let socket = socket.to_str().unwrap();
+    let hotswap = Running::start(&["run", COUNTER_V1, "--control", socket]);
+    hotswap.log_until("control socket");
+    let output = run(&["run", COUNTER_V2, "--control", socket], "");
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("another hotswap is listening on the control socket"),
+        "{}",
+        stderr(&output)
+    );
+    // The first host is unaffected.
+    let status = json(&run(&["status", "--control", socket, "--json"], ""));
+    assert_eq!(status["status"]["name"], "counter_v1.wasm");
+    hotswap.finish();
+}
+
+#[test]
+fn clients_find_the_one_running_host() {
+    let runtime_dir = tempfile::tempdir().unwrap();
+    let env = [("XDG_RUNTIME_DIR", runtime_dir.path())];
+    let output = run_with_env(&["status"], "", &env);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("no running hotswap has a control socket in"),
+        "{}",
+        stderr(&output)
+    );
+
+    let first = Running::start_with_env(&["run", COUNTER_V1], &env);
+    first.log_until("control socket");
+    let output = run_with_env(&["status"], "", &env);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(String::from_utf8_lossy(&output.stdout).starts_with("running counter_v1.wasm@"));
+
+    let second = Running::start_with_env(&["run", COUNTER_V2], &env);
+    second.log_until("control socket");
+    let output = run_with_env(&["status"], "", &env);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("several hotswap hosts are running: pick one with --control"),
+        "{}",
+        stderr(&output)
+    );
+    first.finish();
+    second.finish();
+}
+
+#[test]
+fn control_errors_are_clear() {
+    let output = run(&["status", "--control", "/no/such/control.sock"], "");
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("cannot reach a running hotswap on /no/such/control.sock"),
+        "{}",
+        stderr(&output)
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("control.sock");
+    let hotswap = Running::start(&["run", COUNTER_V1, "--control", socket.to_str().unwrap()]);
+    hotswap.log_until("control socket");
+    let mut stream = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    stream.write_all(b"{\"op\": \"fly\"}\n").unwrap();
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut answer).unwrap();
+    let answer: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(answer["ok"], false);
+    assert!(
+        answer["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("not a valid request"),
+        "{answer}"
+    );
+    let output = run(
+        &[
+            "reload",
+            "--control",
+            socket.to_str().unwrap(),
+            "/no/such/v2.wasm",
+        ],
+        "",
+    );
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("cannot read /no/such/v2.wasm"),
+        "{}",
+        stderr(&output)
+    );
+    hotswap.finish();
 }
