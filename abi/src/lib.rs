@@ -53,13 +53,22 @@
 //! returns (it traps with that message). The Rust SDK calls it from its panic hook, so a panic's
 //! message reaches the host.
 //!
+//! # HTTP (optional)
+//!
+//! An app that serves HTTP also exports `hotswap_http: (len: i32) -> i32` ([`HTTP_FN`]): the
+//! input is one request encoded as MessagePack, the output one response, both as maps with
+//! named fields: [`http::Request`] `{method, path, query, headers: [[name, value]], body}` and
+//! [`http::Response`] `{status, headers, body}`, where header values and bodies are binary.
+//! The host requires this export only when it serves HTTP (`hotswap run --http`), and then also
+//! of every version swapped in. An error status or a trap answers 500.
+//!
 //! # Order of calls
 //!
 //! 1. `_initialize` (if exported), `hotswap_abi_version` (refused unless it is [`ABI_VERSION`]),
 //!    `hotswap_state_version`, `hotswap_output`.
 //! 2. Exactly one of `hotswap_start` (first version of an app) or `hotswap_import_state` (a swap:
 //!    the state exported by the previous version, with that version's state version).
-//! 3. Any number of `hotswap_message` and `hotswap_tick`, one at a time.
+//! 3. Any number of `hotswap_message`, `hotswap_tick` and `hotswap_http`, one at a time.
 //! 4. At a swap, `hotswap_export_state`, which must not change the state. If the swap fails after
 //!    that, the instance keeps receiving events as if nothing happened.
 //!
@@ -175,6 +184,13 @@ pub const TICK_FN: Export = Export {
     results: &[I32],
 };
 
+/// `hotswap_http: (len: i32) -> status`, optional: see the module docs.
+pub const HTTP_FN: Export = Export {
+    name: "hotswap_http",
+    params: &[I32],
+    results: &[I32],
+};
+
 /// Every function a guest must export, in the order the contract lists them.
 pub const EXPORTS: &[Export] = &[
     ABI_VERSION_FN,
@@ -190,3 +206,80 @@ pub const EXPORTS: &[Export] = &[
 
 /// Size in bytes of the output descriptor: `{ ptr: u32, len: u32 }`.
 pub const OUTPUT_DESCRIPTOR_LEN: usize = 8;
+
+/// The HTTP request and response that `hotswap_http` takes and returns, MessagePack-encoded
+/// with named fields (enable the `serde` feature for the types).
+#[cfg(feature = "serde")]
+pub mod http {
+    extern crate alloc;
+    use alloc::string::String;
+    use alloc::vec::Vec;
+    use serde::{Deserialize, Serialize};
+
+    /// An HTTP request.
+    #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(default)]
+    pub struct Request {
+        /// `GET`, `POST`, ...
+        pub method: String,
+        /// The path, without the query: `/todos/3`.
+        pub path: String,
+        /// The query, without the `?`; empty if none.
+        pub query: String,
+        /// Headers in the order received; names are lowercase.
+        pub headers: Vec<(String, Bytes)>,
+        /// The body.
+        pub body: Bytes,
+    }
+
+    /// An HTTP response.
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(default)]
+    pub struct Response {
+        /// The status code.
+        pub status: u16,
+        /// Headers to send.
+        pub headers: Vec<(String, Bytes)>,
+        /// The body.
+        pub body: Bytes,
+    }
+
+    impl Default for Response {
+        fn default() -> Self {
+            Response {
+                status: 200,
+                headers: Vec::new(),
+                body: Bytes::default(),
+            }
+        }
+    }
+
+    /// Bytes encoded as MessagePack binary (not as an array of numbers).
+    #[derive(Clone, Debug, Default, PartialEq, Eq)]
+    pub struct Bytes(pub Vec<u8>);
+
+    impl Serialize for Bytes {
+        fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            serializer.serialize_bytes(&self.0)
+        }
+    }
+
+    impl<'de> Deserialize<'de> for Bytes {
+        fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            struct Visitor;
+            impl<'de> serde::de::Visitor<'de> for Visitor {
+                type Value = Bytes;
+                fn expecting(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                    f.write_str("bytes")
+                }
+                fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Bytes, E> {
+                    Ok(Bytes(v.to_vec()))
+                }
+                fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Bytes, E> {
+                    Ok(Bytes(v.as_bytes().to_vec()))
+                }
+            }
+            deserializer.deserialize_bytes(Visitor)
+        }
+    }
+}

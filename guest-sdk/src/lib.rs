@@ -48,6 +48,7 @@ use serde::de::DeserializeOwned;
 use std::fmt;
 
 pub use hotswap_abi as abi;
+use http::ResponseExt as _;
 
 /// An app: the type that holds all of its state, and its event handlers.
 ///
@@ -74,6 +75,14 @@ pub trait App: Default + Serialize + DeserializeOwned + 'static {
         let _ = now_ms;
     }
 
+    /// Handles an HTTP request (when the host serves HTTP: `hotswap run --http ADDR`).
+    ///
+    /// The default answers 404. A panic here answers 500 and is logged by the host.
+    fn http(&mut self, request: &http::Request) -> http::Response {
+        let _ = request;
+        http::Response::text(404, "not found: this app does not serve HTTP")
+    }
+
     /// Builds the state from state bytes written by an older state version, `from_version`.
     ///
     /// Called only when `from_version < STATE_VERSION`. Decode the old shape with [`decode`] and
@@ -85,6 +94,36 @@ pub trait App: Default + Serialize + DeserializeOwned + 'static {
             "no migration from state version {from_version} to {}: implement `App::migrate`",
             Self::STATE_VERSION
         )))
+    }
+}
+
+/// HTTP requests and responses, as the ABI encodes them.
+pub mod http {
+    pub use hotswap_abi::http::{Bytes, Request, Response};
+
+    /// Conveniences for building responses.
+    pub trait ResponseExt {
+        /// A response with this status and a `text/plain` body.
+        fn text(status: u16, body: impl Into<String>) -> Self;
+        /// Adds a header.
+        fn header(self, name: &str, value: impl Into<String>) -> Self;
+    }
+
+    impl ResponseExt for Response {
+        fn text(status: u16, body: impl Into<String>) -> Self {
+            Response {
+                status,
+                headers: Vec::new(),
+                body: Bytes(body.into().into_bytes()),
+            }
+            .header("content-type", "text/plain; charset=utf-8")
+        }
+
+        fn header(mut self, name: &str, value: impl Into<String>) -> Self {
+            self.headers
+                .push((name.to_owned(), Bytes(value.into().into_bytes())));
+            self
+        }
     }
 }
 
@@ -236,6 +275,10 @@ macro_rules! export_app {
             #[unsafe(export_name = "hotswap_message")]
             extern "C" fn hotswap_message(len: i32) -> i32 {
                 RUNTIME.message(len)
+            }
+            #[unsafe(export_name = "hotswap_http")]
+            extern "C" fn hotswap_http(len: i32) -> i32 {
+                RUNTIME.http(len)
             }
             #[unsafe(export_name = "hotswap_tick")]
             extern "C" fn hotswap_tick(now_ms: i64) -> i32 {
@@ -469,6 +512,24 @@ pub mod __private {
             };
             let reply = app.message(host_written(&rt.input, len));
             rt.succeed(reply)
+        }
+
+        pub fn http(&self, len: i32) -> i32 {
+            let rt = self.runtime();
+            let Some(app) = &mut rt.app else {
+                return rt.fail("the app has not started");
+            };
+            let request = match rmp_serde::from_slice(host_written(&rt.input, len)) {
+                Ok(request) => request,
+                Err(e) => return rt.fail(&format!("cannot decode the HTTP request: {e}")),
+            };
+            let response = app.http(&request);
+            let mut out = std::mem::take(&mut rt.output);
+            out.clear();
+            match rmp_serde::encode::write_named(&mut out, &response) {
+                Ok(()) => rt.succeed(out),
+                Err(e) => rt.fail(&format!("cannot encode the HTTP response: {e}")),
+            }
         }
 
         pub fn tick(&self, now_ms: i64) -> i32 {

@@ -15,6 +15,7 @@ use crate::compile::{Compiled, display_name, read_module};
 use crate::error::{CallError, SwapError};
 use crate::guest::Guest;
 use crate::runtime::Runtime;
+use hotswap_abi::http;
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
@@ -36,6 +37,11 @@ impl Prepared {
     /// The state version the new code writes.
     pub fn state_version(&self) -> u32 {
         self.guest.state_version()
+    }
+
+    /// Whether the new version serves HTTP (exports `hotswap_http`).
+    pub fn serves_http(&self) -> bool {
+        self.guest.serves_http()
     }
 
     /// Reserves and touches an input buffer of `len` bytes in the new instance, so that a state
@@ -258,6 +264,27 @@ impl App {
     pub fn tick(&mut self, now_ms: u64) -> Result<(), EventError> {
         self.stats.events += 1;
         self.guest.tick(now_ms).map_err(|error| self.failed(error))
+    }
+
+    /// Whether the running version serves HTTP.
+    pub fn serves_http(&self) -> bool {
+        self.guest.serves_http()
+    }
+
+    /// Delivers an HTTP request and returns the app's response.
+    pub fn http(&mut self, request: &http::Request) -> Result<http::Response, EventError> {
+        self.stats.events += 1;
+        let encoded = rmp_serde::to_vec_named(request).map_err(|e| EventError {
+            error: CallError::Failed(format!("cannot encode the request: {e}")),
+            recovery: None,
+        })?;
+        let decoded = match self.guest.http(&encoded) {
+            // The response comes from the guest: a malformed one breaks the ABI.
+            Ok(bytes) => rmp_serde::from_slice(bytes)
+                .map_err(|e| CallError::Abi(format!("the HTTP response does not decode: {e}"))),
+            Err(error) => Err(error),
+        };
+        decoded.map_err(|error| self.failed(error))
     }
 
     /// A copy of the current state as the running code exports it (what a swap would carry).

@@ -31,6 +31,22 @@ impl Runtime {
                 }
             }
         }
+        // Optional: an app that serves HTTP.
+        match module.get_export(hotswap_abi::HTTP_FN.name) {
+            None => {}
+            Some(ExternType::Func(ty)) if matches(&ty, &hotswap_abi::HTTP_FN) => {}
+            Some(other) => {
+                let export = &hotswap_abi::HTTP_FN;
+                return Err(CheckError::WrongSignature {
+                    name: export.name,
+                    found: describe(&other),
+                    expected: signature(
+                        export.params.iter().map(abi_name),
+                        export.results.iter().map(abi_name),
+                    ),
+                });
+            }
+        }
         for import in module.imports() {
             let allowed = import.module() == WASI_MODULE
                 || (import.module() == HOST_MODULE && import.name() == HOST_ABORT);

@@ -80,6 +80,13 @@ pub struct RunArgs {
     /// Deliver a tick event to the app every MS milliseconds.
     #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
     pub tick: Option<u64>,
+    /// Serve HTTP/1.1 on this address (for example 127.0.0.1:8080; port 0 picks a free port):
+    /// each request is an event for the app. The end of stdin then does not stop the host.
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<std::net::SocketAddr>,
+    /// The largest HTTP request body accepted, in bytes (413 beyond).
+    #[arg(long, value_name = "BYTES", default_value_t = 1 << 20, requires = "http")]
+    pub max_body: usize,
     /// Listen for `hotswap reload|status|state` on this Unix socket (created owner-only;
     /// default: a per-process socket under $XDG_RUNTIME_DIR/hotswap or /tmp/hotswap-$UID).
     #[arg(long, value_name = "PATH")]
@@ -155,6 +162,8 @@ pub fn execute(cli: Cli) -> anyhow::Result<()> {
                 tick: args.tick.map(Duration::from_millis),
                 debounce: Duration::from_millis(args.debounce),
                 control: args.control,
+                http: args.http,
+                max_body: args.max_body,
             };
             run(Runtime::new(config)?, &options)
         }

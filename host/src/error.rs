@@ -113,6 +113,11 @@ pub enum SwapError {
     /// `_initialize` or one of the ABI's query functions failed.
     #[error("the module failed while initializing: {0}")]
     Initialize(CallError),
+    /// The host serves HTTP and the new version does not export `hotswap_http`.
+    #[error(
+        "the new version does not serve HTTP (it does not export `hotswap_http`), and this host serves HTTP"
+    )]
+    NoHttp,
     /// `hotswap_start` failed.
     #[error("the app failed to start: {0}")]
     Start(CallError),

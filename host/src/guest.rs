@@ -19,6 +19,8 @@ struct Exports {
     export_state: TypedFunc<(), i32>,
     message: TypedFunc<i32, i32>,
     tick: TypedFunc<i64, i32>,
+    /// Only apps that serve HTTP export it.
+    http: Option<TypedFunc<i32, i32>>,
 }
 
 /// A live instance of a guest module.
@@ -84,6 +86,10 @@ impl Guest {
         let abi_version: TypedFunc<(), i32> = func!(abi::ABI_VERSION_FN);
         let state_version: TypedFunc<(), i32> = func!(abi::STATE_VERSION_FN);
         let output: TypedFunc<(), i32> = func!(abi::OUTPUT_FN);
+        // Checked to have the right signature if present.
+        let http = instance
+            .get_typed_func::<i32, i32>(&mut store, abi::HTTP_FN.name)
+            .ok();
         let exports = Exports {
             reserve: func!(abi::RESERVE_FN),
             start: func!(abi::START_FN),
@@ -91,6 +97,7 @@ impl Guest {
             export_state: func!(abi::EXPORT_STATE_FN),
             message: func!(abi::MESSAGE_FN),
             tick: func!(abi::TICK_FN),
+            http,
         };
         let initialize = instance
             .get_typed_func::<(), ()>(&mut store, abi::INITIALIZE)
@@ -153,6 +160,21 @@ impl Guest {
     pub fn message(&mut self, input: &[u8]) -> Result<&[u8], CallError> {
         let len = self.write_input(input)?;
         let status = self.call(|e| &e.message, len)?;
+        self.output(status)
+    }
+
+    /// Whether the module exports `hotswap_http`.
+    pub fn serves_http(&self) -> bool {
+        self.exports.http.is_some()
+    }
+
+    /// Delivers an encoded HTTP request; returns the encoded response.
+    pub fn http(&mut self, request: &[u8]) -> Result<&[u8], CallError> {
+        if self.exports.http.is_none() {
+            return Err(CallError::Failed("this version does not serve HTTP".into()));
+        }
+        let len = self.write_input(request)?;
+        let status = self.call(|e| e.http.as_ref().expect("checked above"), len)?;
         self.output(status)
     }
 

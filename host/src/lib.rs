@@ -10,7 +10,7 @@
 //!    new instance, import it, and commit;
 //!
 //! and around it [`watch`] (new versions from a file), [`control`] (the control socket),
-//! [`serve`] (the `run` command's event loop) and [`cli`].
+//! [`http`] (HTTP in front of the app), [`serve`] (the `run` command's event loop) and [`cli`].
 //!
 //! ```no_run
 //! # fn main() -> anyhow::Result<()> {
@@ -32,6 +32,7 @@ pub mod compile;
 pub mod control;
 pub mod error;
 pub mod guest;
+pub mod http;
 mod runtime;
 pub mod serve;
 pub mod watch;

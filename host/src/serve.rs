@@ -17,6 +17,7 @@ use crate::watch::{Change, watch};
 use anyhow::Context as _;
 use serde_json::json;
 use std::io::{BufRead, Write};
+use std::net::SocketAddr;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -36,6 +37,10 @@ pub struct RunOptions {
     pub debounce: Duration,
     /// Where to listen for control requests (default: [`control::default_path`]).
     pub control: Option<PathBuf>,
+    /// Serve HTTP on this address (then the end of stdin does not stop the host).
+    pub http: Option<SocketAddr>,
+    /// The largest HTTP request body accepted (413 beyond).
+    pub max_body: usize,
 }
 
 /// The smallest input buffer a new version reserves before its swap: small states and the first
@@ -60,6 +65,8 @@ enum Event {
         error: SwapError,
         reply: Reply,
     },
+    /// An HTTP request.
+    Http(crate::http::Job),
     /// `status` or `state` from the control socket.
     Query {
         request: Request,
@@ -106,8 +113,27 @@ pub fn run(runtime: Arc<Runtime>, options: &RunOptions) -> anyhow::Result<()> {
         control_path.display()
     ));
 
+    let serves_http = options.http.is_some();
+    if serves_http && !app.serves_http() {
+        anyhow::bail!(
+            "{name} does not serve HTTP (it does not export `hotswap_http`): drop --http"
+        );
+    }
     let state_hint = Arc::new(AtomicUsize::new(0));
     let (tx, rx) = mpsc::channel();
+    if let Some(addr) = options.http {
+        let listener = std::net::TcpListener::bind(addr)
+            .with_context(|| format!("cannot listen for HTTP on {addr}"))?;
+        let bound = listener.local_addr()?;
+        let tx = std::sync::Mutex::new(tx.clone());
+        let submit: crate::http::Submit =
+            Arc::new(move |job| tx.lock().is_ok_and(|tx| tx.send(Event::Http(job)).is_ok()));
+        crate::http::spawn(listener, options.max_body, submit)?;
+        log(format_args!(
+            "serving HTTP on http://{bound} (request bodies up to {} bytes)",
+            options.max_body
+        ));
+    }
     spawn("hotswap-stdin", read_stdin(tx.clone()))?;
     // At most one tick waits in the queue: a slow app misses ticks rather than piling them up.
     let tick_queued = Arc::new(AtomicBool::new(false));
@@ -125,7 +151,7 @@ pub fn run(runtime: Arc<Runtime>, options: &RunOptions) -> anyhow::Result<()> {
     {
         let (runtime, hint, tx) = (runtime.clone(), state_hint.clone(), tx.clone());
         spawn("hotswap-control", move || {
-            serve_control(listener, runtime, hint, tx)
+            serve_control(listener, runtime, hint, serves_http, tx)
         })?;
     }
     let _watcher = if options.watch {
@@ -142,6 +168,7 @@ pub fn run(runtime: Arc<Runtime>, options: &RunOptions) -> anyhow::Result<()> {
                     &source,
                     &bytes,
                     hint.load(Ordering::Relaxed),
+                    serves_http,
                     None,
                 );
                 let _ = tx.send(event);
@@ -204,9 +231,25 @@ pub fn run(runtime: Arc<Runtime>, options: &RunOptions) -> anyhow::Result<()> {
                 log(format_args!("{refused}"));
                 answer(reply, Response::failed(refused.to_string()));
             }
+            Event::Http(job) => {
+                let response = host.app.http(&job.request).unwrap_or_else(|e| {
+                    log(format_args!(
+                        "HTTP {} {} failed: {e}",
+                        job.request.method, job.request.path
+                    ));
+                    hotswap_abi::http::Response {
+                        status: 500,
+                        // The reason is in the host's log, not for the client.
+                        body: hotswap_abi::http::Bytes(b"internal error\n".to_vec()),
+                        ..Default::default()
+                    }
+                });
+                let _ = job.reply.send(response);
+            }
             Event::Query { request, reply } => {
                 let _ = reply.send(host.query(&request));
             }
+            Event::Eof if serves_http => log(format_args!("stdin closed; still serving HTTP")),
             Event::Eof => break,
         }
     }
@@ -378,6 +421,7 @@ fn prepare(
     source: &Path,
     bytes: &[u8],
     state_hint: usize,
+    http: bool,
     reply: Reply,
 ) -> Event {
     let name = display_name(source);
@@ -386,6 +430,11 @@ fn prepare(
         "{attempted}: new version; compiling and checking"
     ));
     match runtime.prepare(&name, bytes) {
+        Ok(prepared) if http && !prepared.serves_http() => Event::Refused {
+            attempted,
+            error: SwapError::NoHttp,
+            reply,
+        },
         Ok(mut prepared) => {
             // Best effort: if the guest cannot reserve now, the swap reserves during the pause.
             let _ = prepared.reserve_state(state_hint.max(MIN_RESERVE));
@@ -418,6 +467,7 @@ fn serve_control(
     listener: UnixListener,
     runtime: Arc<Runtime>,
     state_hint: Arc<AtomicUsize>,
+    http: bool,
     tx: mpsc::Sender<Event>,
 ) {
     for stream in listener.incoming() {
@@ -425,7 +475,7 @@ fn serve_control(
         let (runtime, hint, tx) = (runtime.clone(), state_hint.clone(), tx.clone());
         let _ = std::thread::Builder::new()
             .name("hotswap-control-conn".into())
-            .spawn(move || handle_control(&stream, &runtime, &hint, &tx));
+            .spawn(move || handle_control(&stream, &runtime, &hint, http, &tx));
     }
 }
 
@@ -433,6 +483,7 @@ fn handle_control(
     stream: &UnixStream,
     runtime: &Runtime,
     state_hint: &AtomicUsize,
+    http: bool,
     tx: &mpsc::Sender<Event>,
 ) {
     let (reply, answer) = mpsc::channel();
@@ -449,6 +500,7 @@ fn handle_control(
                     &module,
                     &bytes,
                     state_hint.load(Ordering::Relaxed),
+                    http,
                     Some(reply),
                 ),
                 Err(error) => Event::Refused {

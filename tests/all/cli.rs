@@ -14,7 +14,7 @@ const HOTSWAP_BIN: &str = env!("CARGO_BIN_EXE_hotswap-under-test");
 const PATIENCE: Duration = Duration::from_secs(60);
 
 /// A running `hotswap` with its stdout and stderr read line by line.
-struct Running {
+pub struct Running {
     child: Child,
     stdin: Option<ChildStdin>,
     stdout: mpsc::Receiver<String>,
@@ -22,7 +22,7 @@ struct Running {
 }
 
 impl Running {
-    fn start(args: &[&str]) -> Self {
+    pub fn start(args: &[&str]) -> Self {
         Self::start_with_env(args, &[])
     }
 
@@ -52,7 +52,7 @@ impl Running {
     }
 
     /// Reads stderr until a line contains `needle`; returns that line.
-    fn log_until(&self, needle: &str) -> String {
+    pub fn log_until(&self, needle: &str) -> String {
         let mut seen = Vec::new();
         loop {
             match self.stderr.recv_timeout(PATIENCE) {
@@ -64,6 +64,12 @@ impl Running {
                 ),
             }
         }
+    }
+
+    /// Stops a host that does not stop at the end of stdin (one that serves HTTP).
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Closes stdin and waits for a clean exit.
@@ -106,7 +112,7 @@ fn spawn(args: &[&str], env: &[(&str, &std::path::Path)]) -> Child {
 }
 
 /// Runs `hotswap` to the end with this stdin.
-fn run(args: &[&str], stdin: &str) -> Output {
+pub fn run(args: &[&str], stdin: &str) -> Output {
     run_with_env(args, stdin, &[])
 }
 
@@ -122,7 +128,7 @@ fn run_with_env(args: &[&str], stdin: &str, env: &[(&str, &std::path::Path)]) ->
     child.wait_with_output().unwrap()
 }
 
-fn stderr(output: &Output) -> String {
+pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
@@ -362,7 +368,7 @@ fn help_explains_the_commands() {
 }
 
 /// The answer `hotswap ... --json` printed.
-fn json(output: &Output) -> serde_json::Value {
+pub fn json(output: &Output) -> serde_json::Value {
     assert!(output.status.success(), "{}", stderr(output));
     serde_json::from_slice(&output.stdout).expect("--json prints JSON")
 }

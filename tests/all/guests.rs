@@ -268,3 +268,79 @@ pub fn wasi_probe() {
     let unset = send(&mut app, "env HOME");
     assert!(unset.starts_with("probe #6: error"), "{unset}");
 }
+
+/// Sends an HTTP request straight to the app (no socket: see `http.rs` for the server).
+fn http(app: &mut hotswap::App, method: &str, path: &str, body: &str) -> (u16, String, String) {
+    let request = hotswap_guest::http::Request {
+        method: method.into(),
+        path: path.into(),
+        body: hotswap_guest::http::Bytes(body.as_bytes().to_vec()),
+        ..Default::default()
+    };
+    let response = app
+        .http(&request)
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+    let version = response
+        .headers
+        .iter()
+        .find(|(name, _)| name == "x-app-version")
+        .map(|(_, value)| String::from_utf8_lossy(&value.0).into_owned())
+        .unwrap_or_default();
+    (
+        response.status,
+        String::from_utf8_lossy(&response.body.0).into_owned(),
+        version,
+    )
+}
+
+/// todo v1 → v2: the titles become records through `migrate`.
+#[test]
+pub fn todo_v1() {
+    let runtime = runtime();
+    let mut app = start(&runtime, TODO_V1);
+    assert_eq!(http(&mut app, "POST", "/todos", "milk").0, 201);
+    assert_eq!(
+        http(&mut app, "GET", "/todos", ""),
+        (200, "- milk\n".into(), "todo-v1".into())
+    );
+    let report = swap(&mut app, TODO_V2);
+    assert_eq!((report.from_state_version, report.to_state_version), (1, 2));
+    assert_eq!(
+        http(&mut app, "GET", "/todos", ""),
+        (200, "[ ] milk\n".into(), "todo-v2".into())
+    );
+}
+
+/// todo v2 → v3 → v2: same state, so they swap both ways.
+#[test]
+pub fn todo_v2() {
+    let runtime = runtime();
+    let mut app = start(&runtime, TODO_V2);
+    http(&mut app, "POST", "/todos", "milk");
+    http(&mut app, "POST", "/todos", "eggs");
+    assert_eq!(http(&mut app, "POST", "/todos/2/done", "").0, 200);
+    swap(&mut app, TODO_V3);
+    assert_eq!(
+        http(&mut app, "GET", "/todos", "").1,
+        "[ ] milk\n[x] eggs\n1 left to do\n"
+    );
+    swap(&mut app, TODO_V2);
+    assert_eq!(
+        http(&mut app, "GET", "/todos", ""),
+        (200, "[ ] milk\n[x] eggs\n".into(), "todo-v2".into())
+    );
+}
+
+/// todo v3 cannot go back to v1's shape: its state version is newer.
+#[test]
+pub fn todo_v3() {
+    let runtime = runtime();
+    let mut app = start(&runtime, TODO_V3);
+    assert_eq!(
+        http(&mut app, "POST", "/hit", ""),
+        (200, "todo-v3 hits=1".into(), "todo-v3".into())
+    );
+    let refused = app.swap(prepare(&runtime, TODO_V1)).unwrap_err();
+    assert!(matches!(refused.error, SwapError::Refused(_)), "{refused}");
+    assert_eq!(http(&mut app, "POST", "/hit", "").1, "todo-v3 hits=2");
+}
