@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# HTTP benchmark: wrk against `hotswap run todo_v2.wasm --http`, first at steady state, then
+# with a swap (todo v2 <-> v3, same state) every 100 ms through the control socket.
+# Needs wrk (Debian: apt-get install wrk). Loopback only; 2 threads, 8 keep-alive connections.
+# Usage: bash tests/benches/http.sh [SECONDS]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+seconds="${1:-10}"
+target="${CARGO_TARGET_DIR:-$PWD/target}"
+command -v wrk >/dev/null || { echo "needs wrk: apt-get install wrk" >&2; exit 1; }
+cargo build -q --release -p hotswap --target-dir "$target"
+cargo build -q --release --target wasm32-wasip1 --manifest-path guests/Cargo.toml --target-dir "$target/guests"
+guests="$target/guests/wasm32-wasip1/release"
+work="$(mktemp -d)"
+port=18931
+
+"$target/release/hotswap" run "$guests/todo_v2.wasm" --http "127.0.0.1:$port" --control "$work/control.sock" \
+    </dev/null 2>"$work/log" &
+host=$!
+trap 'kill $host 2>/dev/null; rm -rf "$work"' EXIT
+until grep -q "serving HTTP" "$work/log"; do sleep 0.05; done
+
+cat >"$work/hit.lua" <<'LUA'
+wrk.method = "POST"
+wrk.path = "/hit"
+done = function(summary, latency, requests)
+  io.write(string.format("p50 %.0f us, p99 %.0f us, p99.9 %.0f us, max %.0f us, %d requests, %d errors (non-2xx %d)\n",
+    latency:percentile(50), latency:percentile(99), latency:percentile(99.9), latency.max,
+    summary.requests, summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+    summary.errors.status))
+end
+LUA
+
+run_wrk() { wrk -t2 -c8 -d"${seconds}s" -s "$work/hit.lua" "http://127.0.0.1:$port" | grep -E "Requests/sec|p50"; }
+
+echo "== steady state, ${seconds} s"
+run_wrk
+
+echo "== with a swap every 100 ms, ${seconds} s"
+(
+    i=0
+    while kill -0 $host 2>/dev/null; do
+        if [ $((i % 2)) -eq 0 ]; then next=todo_v3; else next=todo_v2; fi
+        "$target/release/hotswap" reload --control "$work/control.sock" "$guests/$next.wasm" >/dev/null || exit 1
+        i=$((i + 1))
+        sleep 0.1
+    done
+) &
+swapper=$!
+run_wrk
+kill $swapper 2>/dev/null || true
+wait $swapper 2>/dev/null || true
+echo "swaps during the run: $(grep -c "swapped" "$work/log")"
+grep "swapped" "$work/log" | sed -E 's/.*pause ([0-9.]+) (µs|ms).*/\1 \2/' | awk '{ v = ($2 == "ms") ? $1 * 1000 : $1; print v }' | sort -n |
+    awk '{ a[NR] = $1 } END { if (NR) printf "swap pause: median %.0f us, max %.0f us over %d swaps\n", a[int((NR + 1) / 2)], a[NR], NR }'
