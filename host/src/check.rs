@@ -16,37 +16,12 @@ impl Runtime {
             _ => return Err(CheckError::NoMemory),
         }
         for export in EXPORTS {
-            match module.get_export(export.name) {
-                None => return Err(CheckError::MissingExport(export.name)),
-                Some(ExternType::Func(ty)) if matches(&ty, export) => {}
-                Some(other) => {
-                    return Err(CheckError::WrongSignature {
-                        name: export.name,
-                        found: describe(&other),
-                        expected: signature(
-                            export.params.iter().map(abi_name),
-                            export.results.iter().map(abi_name),
-                        ),
-                    });
-                }
+            if !has_export(module, export)? {
+                return Err(CheckError::MissingExport(export.name));
             }
         }
-        // Optional: an app that serves HTTP.
-        match module.get_export(hotswap_abi::HTTP_FN.name) {
-            None => {}
-            Some(ExternType::Func(ty)) if matches(&ty, &hotswap_abi::HTTP_FN) => {}
-            Some(other) => {
-                let export = &hotswap_abi::HTTP_FN;
-                return Err(CheckError::WrongSignature {
-                    name: export.name,
-                    found: describe(&other),
-                    expected: signature(
-                        export.params.iter().map(abi_name),
-                        export.results.iter().map(abi_name),
-                    ),
-                });
-            }
-        }
+        // Optional: only an app that serves HTTP exports it.
+        has_export(module, &hotswap_abi::HTTP_FN)?;
         for import in module.imports() {
             let allowed = import.module() == WASI_MODULE
                 || (import.module() == HOST_MODULE && import.name() == HOST_ABORT);
@@ -60,6 +35,22 @@ impl Runtime {
         self.linker
             .instantiate_pre(module)
             .map_err(|e| CheckError::Imports(format!("{e:#}")))
+    }
+}
+
+/// Whether the module exports `export`; an error if it does with another type.
+fn has_export(module: &Module, export: &Export) -> Result<bool, CheckError> {
+    match module.get_export(export.name) {
+        None => Ok(false),
+        Some(ExternType::Func(ty)) if matches(&ty, export) => Ok(true),
+        Some(other) => Err(CheckError::WrongSignature {
+            name: export.name,
+            found: describe(&other),
+            expected: signature(
+                export.params.iter().map(abi_name),
+                export.results.iter().map(abi_name),
+            ),
+        }),
     }
 }
 
