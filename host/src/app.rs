@@ -253,9 +253,18 @@ impl App {
 
     /// Delivers a message and returns a copy of the reply.
     pub fn message(&mut self, input: &[u8]) -> Result<Vec<u8>, EventError> {
+        self.message_with(input, <[u8]>::to_vec)
+    }
+
+    /// Delivers a message and hands the reply, still in guest memory, to `read`: no copy.
+    pub fn message_with<R>(
+        &mut self,
+        input: &[u8],
+        read: impl FnOnce(&[u8]) -> R,
+    ) -> Result<R, EventError> {
         self.stats.events += 1;
         match self.guest.message(input) {
-            Ok(reply) => Ok(reply.to_vec()),
+            Ok(reply) => Ok(read(reply)),
             Err(error) => Err(self.failed(error)),
         }
     }

@@ -193,17 +193,18 @@ pub fn run(runtime: Arc<Runtime>, options: &RunOptions) -> anyhow::Result<()> {
     for event in rx {
         match event {
             Event::Line(line) => {
-                let reply = match host.app.message(&line) {
-                    Ok(reply) => reply,
+                let mut out = stdout.lock();
+                let written = host.app.message_with(&line, |reply| {
+                    out.write_all(reply).and_then(|()| out.write_all(b"\n"))
+                });
+                match written {
+                    Ok(result) => result?,
                     Err(e) => {
                         log(format_args!("message failed: {e}"));
-                        format!("error: {e}").into_bytes()
+                        writeln!(out, "error: {e}")?;
                     }
-                };
-                let mut out = stdout.lock();
-                out.write_all(&reply)
-                    .and_then(|()| out.write_all(b"\n"))
-                    .and_then(|()| out.flush())?;
+                }
+                out.flush()?;
             }
             Event::Tick => {
                 tick_queued.store(false, Ordering::Release);

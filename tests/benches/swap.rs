@@ -35,6 +35,8 @@ fn main() {
 
     compile_times();
     println!();
+    written_to_serving(&runtime, quick);
+    println!();
     dispatch(&runtime, quick);
     println!();
     println!("## Swap pause by state size (medians; pause = export + copy + import)");
@@ -75,6 +77,73 @@ fn main() {
             swap_pause(&runtime, kind, label, records, runs, to);
         }
     }
+}
+
+/// From writing the module file to the new code serving, through the watcher: for a module
+/// never seen (compiled) and for one seen before (from the cache), at two debounce intervals.
+fn written_to_serving(runtime: &Arc<Runtime>, quick: bool) {
+    let runs = if quick { 3 } else { 7 };
+    println!(
+        "## Module file written → new code serving (counter, via the watcher; median of {runs})"
+    );
+    println!();
+    println!("| debounce | new module (compiled) | module seen before (cached) |");
+    println!("|---|---|---|");
+    let v1 = std::fs::read(COUNTER_V1).unwrap();
+    let v2 = std::fs::read(COUNTER_V2).unwrap();
+    for debounce_ms in [100u64, 10] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.wasm");
+        std::fs::write(&path, &v1).unwrap();
+        let mut app =
+            App::start(runtime.clone(), runtime.prepare("app.wasm", &v1).unwrap()).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let preparer = runtime.clone();
+        let _watcher = hotswap::watch::watch(
+            &path,
+            hotswap::ModuleHash::of(&v1),
+            Duration::from_millis(debounce_ms),
+            move |change| {
+                if let hotswap::watch::Change::Content(bytes) = change {
+                    tx.send(preparer.prepare("app.wasm", &bytes)).unwrap();
+                }
+            },
+        )
+        .unwrap();
+        let mut write_and_swap = |bytes: &[u8]| {
+            let started = Instant::now();
+            std::fs::write(&path, bytes).unwrap();
+            let prepared = rx.recv().unwrap().unwrap();
+            app.swap(prepared).unwrap();
+            started.elapsed()
+        };
+        let (mut fresh, mut cached) = (Vec::new(), Vec::new());
+        for run in 0..runs {
+            // A distinct custom section makes every "new" module a real compile.
+            // (Tags differ between the debounce settings too: one runtime, one cache.)
+            let tag = debounce_ms as u32 * 1000 + run as u32;
+            fresh.push(write_and_swap(&with_custom_section(&v2, tag)));
+            cached.push(write_and_swap(&v1));
+        }
+        println!(
+            "| {debounce_ms} ms | {} | {} |",
+            fmt(median(fresh)),
+            fmt(median(cached))
+        );
+    }
+}
+
+/// `wasm` with a custom section carrying `tag` appended: the same code, another hash.
+fn with_custom_section(wasm: &[u8], tag: u32) -> Vec<u8> {
+    let name = b"hotswap-bench";
+    let mut section = vec![name.len() as u8];
+    section.extend_from_slice(name);
+    section.extend_from_slice(&tag.to_le_bytes());
+    let mut out = wasm.to_vec();
+    out.push(0); // custom section id
+    out.push(section.len() as u8); // its size, < 128: one LEB128 byte
+    out.extend_from_slice(&section);
+    out
 }
 
 /// Compile time of each example module, uncached (a fresh runtime for each).
@@ -165,9 +234,9 @@ fn dispatch(runtime: &Arc<Runtime>, quick: bool) {
     println!("## Per-event dispatch (median of {batches} batches of {batch} calls, ns per call)");
     println!();
     println!(
-        "| guest, message | bare `TypedFunc::call` | bare + epoch deadline | `App::message` | App / bare+epoch |"
+        "| guest, message | bare `TypedFunc::call` | bare + epoch deadline | `App::message` (copies the reply) | `App::message_with` (borrows it) | borrowed / bare+epoch |"
     );
-    println!("|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|");
     for (name, path, input) in [
         ("counter.wat, `get`", COUNTER_WAT, "get"),
         ("counter_v1 (Rust SDK), `get`", COUNTER_V1, "get"),
@@ -178,9 +247,15 @@ fn dispatch(runtime: &Arc<Runtime>, quick: bool) {
         let host = per_call(batch, batches, || {
             std::hint::black_box(app.message(input.as_bytes()).unwrap());
         });
+        let borrowed = per_call(batch, batches, || {
+            std::hint::black_box(
+                app.message_with(input.as_bytes(), |reply| reply.len())
+                    .unwrap(),
+            );
+        });
         println!(
-            "| {name} | {bare:.1} | {bare_epoch:.1} | {host:.1} | {:.2}× |",
-            host / bare_epoch
+            "| {name} | {bare:.1} | {bare_epoch:.1} | {host:.1} | {borrowed:.1} | {:.2}× |",
+            borrowed / bare_epoch
         );
     }
 }
