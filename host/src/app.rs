@@ -162,6 +162,9 @@ pub struct SwapRefused {
     pub running: String,
     /// Its state version.
     pub state_version: u32,
+    /// If the running instance was lost (it trapped while exporting): whether its state was
+    /// moved into a fresh instance of the same version.
+    pub recovery: Option<Result<(), SwapError>>,
 }
 
 impl fmt::Display for SwapRefused {
@@ -170,7 +173,23 @@ impl fmt::Display for SwapRefused {
             f,
             "swap to {} refused: {}; still running {} (state v{})",
             self.attempted, self.error, self.running, self.state_version
-        )
+        )?;
+        recovery_note(&self.recovery, f)
+    }
+}
+
+/// How a lost instance's recovery went, for messages.
+fn recovery_note(
+    recovery: &Option<Result<(), SwapError>>,
+    f: &mut fmt::Formatter<'_>,
+) -> fmt::Result {
+    match recovery {
+        None => Ok(()),
+        Some(Ok(())) => write!(f, " (the state was moved into a fresh instance)"),
+        Some(Err(e)) => write!(
+            f,
+            " (the state could not be moved into a fresh instance: {e}; the instance keeps serving)"
+        ),
     }
 }
 
@@ -188,14 +207,7 @@ pub struct EventError {
 impl fmt::Display for EventError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.error)?;
-        match &self.recovery {
-            None => Ok(()),
-            Some(Ok(())) => write!(f, " (the state was moved into a fresh instance)"),
-            Some(Err(e)) => write!(
-                f,
-                " (the state could not be moved into a fresh instance: {e}; the instance keeps serving)"
-            ),
-        }
+        recovery_note(&self.recovery, f)
     }
 }
 
@@ -304,7 +316,7 @@ impl App {
     /// Swaps in a prepared version, carrying the state over. On refusal, the running version and
     /// its state are untouched (a trap in the old instance's export is recovered from as after
     /// any trap).
-    pub fn swap(&mut self, prepared: Prepared) -> Result<SwapReport, SwapRefused> {
+    pub fn swap(&mut self, prepared: Prepared) -> Result<SwapReport, Box<SwapRefused>> {
         let Prepared {
             compiled,
             mut guest,
@@ -332,14 +344,15 @@ impl App {
             }
             Err(error) => {
                 dispose(guest);
-                if let SwapError::Export(e) = &error
-                    && e.instance_lost()
-                {
+                let recovery = match &error {
                     // The old instance trapped mid-export: move its state to a fresh instance
                     // if it can still export it. Either way, the old version keeps serving.
-                    let _ = self.recover();
-                }
-                Err(self.refused(compiled.to_string(), error))
+                    SwapError::Export(e) if e.instance_lost() => Some(self.recover()),
+                    _ => None,
+                };
+                let mut refused = self.refused(compiled.to_string(), error);
+                refused.recovery = recovery;
+                Err(Box::new(refused))
             }
         }
     }
@@ -352,6 +365,7 @@ impl App {
             error,
             running: self.compiled.to_string(),
             state_version: self.state_version(),
+            recovery: None,
         }
     }
 

@@ -47,8 +47,14 @@ pub fn spawn(
                     Err(e) => return eprintln!("hotswap: cannot serve HTTP: {e}"),
                 };
                 loop {
-                    let Ok((stream, _)) = listener.accept().await else {
-                        continue;
+                    let stream = match listener.accept().await {
+                        Ok((stream, _)) => stream,
+                        Err(e) => {
+                            // Out of file descriptors, say: back off instead of spinning.
+                            eprintln!("hotswap: cannot accept an HTTP connection: {e}");
+                            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                            continue;
+                        }
                     };
                     // Small requests and responses: do not let Nagle's algorithm hold them back.
                     let _ = stream.set_nodelay(true);

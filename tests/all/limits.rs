@@ -58,6 +58,14 @@ fn an_endless_export_refuses_the_swap_and_the_old_version_serves_on() {
         matches!(refused.error, SwapError::Export(CallError::Timeout(_))),
         "{refused}"
     );
+    // The export loops again when the host tries to move the state to a fresh instance.
+    assert!(matches!(refused.recovery, Some(Err(_))), "{refused}");
+    assert!(
+        refused
+            .to_string()
+            .contains("could not be moved into a fresh instance"),
+        "{refused}"
+    );
     app.message(&[1]).unwrap();
     assert_eq!(app.stats().swaps, 0);
 }
