@@ -132,7 +132,7 @@ impl fmt::Display for SwapReport {
         let compile = if self.cached {
             "cached".to_owned()
         } else {
-            format!("compile {}", ms(self.compile_time))
+            format!("compile {}", format_duration(self.compile_time))
         };
         let p = &self.phases;
         write!(
@@ -143,10 +143,10 @@ impl fmt::Display for SwapReport {
             self.from_state_version,
             self.to_state_version,
             bytes(self.state_len),
-            ms(p.pause),
-            ms(p.export),
-            ms(p.copy),
-            ms(p.import)
+            format_duration(p.pause),
+            format_duration(p.export),
+            format_duration(p.copy),
+            format_duration(p.import)
         )
     }
 }
@@ -419,7 +419,7 @@ fn dispose(guest: Guest) {
 }
 
 /// A duration for people: µs below a millisecond, ms with two decimals above.
-pub(crate) fn ms(d: Duration) -> String {
+pub fn format_duration(d: Duration) -> String {
     match d.as_secs_f64() * 1e3 {
         ms if ms < 1.0 => format!("{:.0} µs", ms * 1e3),
         ms => format!("{ms:.2} ms"),

@@ -178,7 +178,7 @@ pub fn execute(cli: Cli) -> anyhow::Result<()> {
                 prepared.compiled(),
                 hotswap_abi::ABI_VERSION,
                 prepared.state_version(),
-                crate::app::ms(started.elapsed())
+                crate::app::format_duration(started.elapsed())
             );
             Ok(())
         }

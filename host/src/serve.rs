@@ -8,7 +8,7 @@
 //! happens between two events, and events that arrive meanwhile wait in the channel. End of
 //! stdin ends the run.
 
-use crate::app::{App, Prepared, SwapReport, ms};
+use crate::app::{App, Prepared, SwapReport, format_duration};
 use crate::compile::{ModuleHash, display_name, read_module};
 use crate::control::{self, Request, Response, SocketFile};
 use crate::error::SwapError;
@@ -99,7 +99,7 @@ pub fn run(runtime: Arc<Runtime>, options: &RunOptions) -> anyhow::Result<()> {
         "running {} (state v{}), ready in {}",
         app.module(),
         app.state_version(),
-        ms(started.elapsed())
+        format_duration(started.elapsed())
     ));
 
     let control_path = options
@@ -125,9 +125,8 @@ pub fn run(runtime: Arc<Runtime>, options: &RunOptions) -> anyhow::Result<()> {
         let listener = std::net::TcpListener::bind(addr)
             .with_context(|| format!("cannot listen for HTTP on {addr}"))?;
         let bound = listener.local_addr()?;
-        let tx = std::sync::Mutex::new(tx.clone());
-        let submit: crate::http::Submit =
-            Arc::new(move |job| tx.lock().is_ok_and(|tx| tx.send(Event::Http(job)).is_ok()));
+        let tx = tx.clone();
+        let submit: crate::http::Submit = Arc::new(move |job| tx.send(Event::Http(job)).is_ok());
         crate::http::spawn(listener, options.max_body, submit)?;
         log(format_args!(
             "serving HTTP on http://{bound} (request bodies up to {} bytes)",
@@ -310,7 +309,9 @@ impl Host {
                     stats.events,
                     stats.swaps,
                     stats.refused,
-                    stats.last_pause.map_or_else(|| "none".to_owned(), ms),
+                    stats
+                        .last_pause
+                        .map_or_else(|| "none".to_owned(), format_duration),
                 );
                 Response {
                     ok: true,
@@ -402,7 +403,7 @@ fn read_stdin(tx: mpsc::Sender<Event>) -> impl FnOnce() + Send + 'static {
                     if line.last() == Some(&b'\r') {
                         line.pop();
                     }
-                    if tx.send(Event::Line(line.clone())).is_err() {
+                    if tx.send(Event::Line(std::mem::take(&mut line))).is_err() {
                         return;
                     }
                 }
@@ -443,7 +444,7 @@ fn prepare(
             let how = if c.cached {
                 "cached".to_owned()
             } else {
-                format!("compiled in {}", ms(c.compile_time))
+                format!("compiled in {}", format_duration(c.compile_time))
             };
             log(format_args!(
                 "{attempted}: {how}, checked; swapping at the next event boundary"

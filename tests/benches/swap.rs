@@ -5,6 +5,7 @@
 //! `cargo bench -p hotswap-tests --bench swap` runs everything; `-- --quick` stops at 1 MB and
 //! runs fewer repetitions (a smoke run). Results and the machine go in BENCHMARKS.md.
 
+use hotswap::app::format_duration;
 use hotswap::{App, Config, Phases, Runtime};
 use hotswap_tests::*;
 use std::sync::Arc;
@@ -127,8 +128,8 @@ fn written_to_serving(runtime: &Arc<Runtime>, quick: bool) {
         }
         println!(
             "| {debounce_ms} ms | {} | {} |",
-            fmt(median(fresh)),
-            fmt(median(cached))
+            format_duration(median(fresh)),
+            format_duration(median(cached))
         );
     }
 }
@@ -167,7 +168,7 @@ fn compile_times() {
         println!(
             "| {name} | {} KiB | {} |",
             bytes.len() / 1024,
-            fmt(median(times))
+            format_duration(median(times))
         );
     }
 }
@@ -209,11 +210,11 @@ fn swap_pause(
         state_len = report.state_len;
         phases.push(report.phases);
     }
-    let pick = |f: fn(&Phases) -> Duration| fmt(median(phases.iter().map(f).collect()));
+    let pick = |f: fn(&Phases) -> Duration| format_duration(median(phases.iter().map(f).collect()));
     println!(
         "| {kind} | {label} ({state_len} B, {records} records) | {runs} | {} | {} | {} | {} | {} | **{}** |",
-        fmt(median(instantiate)),
-        fmt(median(warm)),
+        format_duration(median(instantiate)),
+        format_duration(median(warm)),
         pick(|p| p.export),
         pick(|p| p.copy),
         pick(|p| p.import),
@@ -319,13 +320,4 @@ fn per_call(batch: usize, batches: usize, mut f: impl FnMut()) -> f64 {
 fn median(mut values: Vec<Duration>) -> Duration {
     values.sort();
     values[values.len() / 2]
-}
-
-fn fmt(d: Duration) -> String {
-    let ms = d.as_secs_f64() * 1e3;
-    if ms < 1.0 {
-        format!("{:.0} µs", ms * 1e3)
-    } else {
-        format!("{ms:.2} ms")
-    }
 }
