@@ -62,14 +62,26 @@
 //! The host requires this export only when it serves HTTP (`hotswap run --http`), and then also
 //! of every version swapped in. An error status or a trap answers 500.
 //!
+//! # Warming (optional)
+//!
+//! A guest may export `hotswap_warm: (bytes: i32) -> ()` ([`WARM_FN`]). Before a swap's pause,
+//! while the old version still serves, the host calls it on the new instance with about how
+//! much more linear memory the imported state will need (the old instance's memory size minus
+//! the new one's). The guest should make that much heap ready: allocate it, write one byte per
+//! page, and free it, so that decoding the state lands on pages already faulted in instead of
+//! growing memory during the pause. It has no output and no status; a guest that cannot
+//! allocate simply returns. The host keeps `bytes` within the instance's memory limit.
+//!
 //! # Order of calls
 //!
 //! 1. `_initialize` (if exported), `hotswap_abi_version` (refused unless it is [`ABI_VERSION`]),
 //!    `hotswap_state_version`, `hotswap_output`.
-//! 2. Exactly one of `hotswap_start` (first version of an app) or `hotswap_import_state` (a swap:
+//! 2. For an instance about to take state, before the pause: `hotswap_reserve` for the state's
+//!    size and `hotswap_warm` (if exported).
+//! 3. Exactly one of `hotswap_start` (first version of an app) or `hotswap_import_state` (a swap:
 //!    the state exported by the previous version, with that version's state version).
-//! 3. Any number of `hotswap_message`, `hotswap_tick` and `hotswap_http`, one at a time.
-//! 4. At a swap, `hotswap_export_state`, which must not change the state. If the swap fails after
+//! 4. Any number of `hotswap_message`, `hotswap_tick` and `hotswap_http`, one at a time.
+//! 5. At a swap, `hotswap_export_state`, which must not change the state. If the swap fails after
 //!    that, the instance keeps receiving events as if nothing happened.
 //!
 //! # State versions
@@ -189,6 +201,13 @@ pub const HTTP_FN: Export = Export {
     name: "hotswap_http",
     params: &[I32],
     results: &[I32],
+};
+
+/// `hotswap_warm: (bytes: i32) -> ()`, optional: see the module docs.
+pub const WARM_FN: Export = Export {
+    name: "hotswap_warm",
+    params: &[I32],
+    results: &[],
 };
 
 /// Every function a guest must export, in the order the contract lists them.

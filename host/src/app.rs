@@ -19,6 +19,7 @@ use hotswap_abi::http;
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, Instant};
 
 /// A new version, compiled, checked and instantiated, ready to take the state.
@@ -44,12 +45,27 @@ impl Prepared {
         self.guest.serves_http()
     }
 
+    /// The new instance's linear memory size, in bytes.
+    pub fn memory_size(&self) -> usize {
+        self.guest.memory_size()
+    }
+
     /// Reserves and touches an input buffer of `len` bytes in the new instance, so that a state
     /// of up to that size is copied in without allocating or faulting in pages during the pause.
     pub fn reserve_state(&mut self, len: usize) -> Result<(), CallError> {
         self.guest.reserve_input(len)?;
         self.guest.touch_input();
         Ok(())
+    }
+
+    /// Grows the new instance's heap until its memory is about `memory` bytes, the size of the
+    /// instance it replaces (from [`App::memory_watch`]), with the pages faulted in, so that
+    /// decoding the state does not grow memory during the pause. Growing only to the old size,
+    /// not by it, keeps memory from creeping up over many swaps. A no-op for a guest that does
+    /// not export `hotswap_warm`.
+    pub fn warm_heap(&mut self, memory: usize) -> Result<(), CallError> {
+        let missing = memory.saturating_sub(self.guest.memory_size());
+        self.guest.warm(missing)
     }
 }
 
@@ -219,6 +235,8 @@ pub struct App {
     compiled: Compiled,
     guest: Guest,
     stats: Stats,
+    /// The current instance's memory size, kept up to date as it grows.
+    memory: Arc<AtomicUsize>,
 }
 
 impl App {
@@ -230,11 +248,14 @@ impl App {
             ..
         } = prepared;
         guest.start().map_err(SwapError::Start)?;
+        let memory = Arc::new(AtomicUsize::new(0));
+        guest.watch_memory(memory.clone());
         Ok(App {
             runtime,
             compiled,
             guest,
             stats: Stats::default(),
+            memory,
         })
     }
 
@@ -251,6 +272,13 @@ impl App {
     /// The running instance's linear memory size, in bytes.
     pub fn memory_size(&self) -> usize {
         self.guest.memory_size()
+    }
+
+    /// The running instance's memory size in bytes, readable from any thread and kept current
+    /// across swaps at no cost per event (the memory limiter updates it as memory grows). A
+    /// preparing thread passes it to [`Prepared::warm_heap`].
+    pub fn memory_watch(&self) -> Arc<AtomicUsize> {
+        self.memory.clone()
     }
 
     /// Counters.
@@ -383,7 +411,8 @@ impl App {
         Ok(())
     }
 
-    fn commit(&mut self, compiled: Compiled, guest: Guest) {
+    fn commit(&mut self, compiled: Compiled, mut guest: Guest) {
+        guest.watch_memory(self.memory.clone());
         self.compiled = compiled;
         dispose(std::mem::replace(&mut self.guest, guest));
     }

@@ -20,8 +20,9 @@ impl Runtime {
                 return Err(CheckError::MissingExport(export.name));
             }
         }
-        // Optional: only an app that serves HTTP exports it.
+        // Optional, but checked when present.
         has_export(module, &hotswap_abi::HTTP_FN)?;
+        has_export(module, &hotswap_abi::WARM_FN)?;
         for import in module.imports() {
             let allowed = import.module() == WASI_MODULE
                 || (import.module() == HOST_MODULE && import.name() == HOST_ABORT);

@@ -7,9 +7,14 @@ use crate::compile::Compiled;
 use crate::error::{CallError, CheckError, SwapError};
 use crate::runtime::{GuestAbort, GuestCtx, MemoryLimitExceeded, Runtime};
 use hotswap_abi::{self as abi, OUTPUT_DESCRIPTOR_LEN, STATUS_ERROR, STATUS_OK};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use wasmtime::{Memory, Store, Trap, TypedFunc, WasmParams, WasmResults};
 use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
+
+/// Memory left unwarmed below the limit: allocators grow by more than they are asked for.
+const WARM_MARGIN: usize = 4 << 20;
 
 /// The ABI's exports, looked up once.
 struct Exports {
@@ -21,6 +26,8 @@ struct Exports {
     tick: TypedFunc<i64, i32>,
     /// Only apps that serve HTTP export it.
     http: Option<TypedFunc<i32, i32>>,
+    /// Optional.
+    warm: Option<TypedFunc<i32, ()>>,
 }
 
 /// A live instance of a guest module.
@@ -61,6 +68,7 @@ impl Guest {
         let ctx = GuestCtx {
             wasi: wasi.build_p1(),
             max_memory: config.max_memory,
+            memory_watch: None,
         };
         let mut store = Store::new(&runtime.engine, ctx);
         store.limiter(|ctx| ctx);
@@ -90,6 +98,9 @@ impl Guest {
         let http = instance
             .get_typed_func::<i32, i32>(&mut store, abi::HTTP_FN.name)
             .ok();
+        let warm = instance
+            .get_typed_func::<i32, ()>(&mut store, abi::WARM_FN.name)
+            .ok();
         let exports = Exports {
             reserve: func!(abi::RESERVE_FN),
             start: func!(abi::START_FN),
@@ -98,6 +109,7 @@ impl Guest {
             message: func!(abi::MESSAGE_FN),
             tick: func!(abi::TICK_FN),
             http,
+            warm,
         };
         let initialize = instance
             .get_typed_func::<(), ()>(&mut store, abi::INITIALIZE)
@@ -148,6 +160,27 @@ impl Guest {
     /// The instance's current linear memory size in bytes.
     pub fn memory_size(&self) -> usize {
         self.memory.data_size(&self.store)
+    }
+
+    /// Publishes the memory size to `watch` from now on, as the memory grows.
+    pub(crate) fn watch_memory(&mut self, watch: Arc<AtomicUsize>) {
+        watch.store(self.memory_size(), Ordering::Relaxed);
+        self.store.data_mut().memory_watch = Some(watch);
+    }
+
+    /// Grows the guest's heap by about `bytes`, faulted in (`hotswap_warm`, if exported), keeping
+    /// within the memory limit. Used before a swap's pause.
+    pub fn warm(&mut self, bytes: usize) -> Result<(), CallError> {
+        // Leave room for the allocator's own rounding: reaching the limit would trap.
+        let room = self
+            .max_memory
+            .saturating_sub(self.memory_size())
+            .saturating_sub(WARM_MARGIN);
+        let bytes = bytes.min(room).min(i32::MAX as usize);
+        if bytes == 0 || self.exports.warm.is_none() {
+            return Ok(());
+        }
+        self.call(|e| e.warm.as_ref().expect("checked above"), bytes as i32)
     }
 
     /// Fresh start: `hotswap_start`.

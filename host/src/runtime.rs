@@ -4,7 +4,7 @@
 
 use crate::compile::{Compiled, ModuleHash};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -58,6 +58,8 @@ pub(crate) struct GuestCtx {
     pub(crate) wasi: WasiP1Ctx,
     /// The most linear memory the instance may have, in bytes.
     pub(crate) max_memory: usize,
+    /// Where the instance's memory size is published as it grows (see [`crate::App::memory_watch`]).
+    pub(crate) memory_watch: Option<Arc<AtomicUsize>>,
 }
 
 /// The most elements a guest's table may have.
@@ -84,6 +86,9 @@ impl ResourceLimiter for GuestCtx {
     ) -> wasmtime::Result<bool> {
         if desired > self.max_memory {
             return Err(wasmtime::Error::new(MemoryLimitExceeded));
+        }
+        if let Some(watch) = &self.memory_watch {
+            watch.store(desired, Ordering::Relaxed);
         }
         Ok(true)
     }
@@ -124,6 +129,11 @@ impl Runtime {
     pub fn new(config: Config) -> anyhow::Result<Arc<Self>> {
         let mut engine_config = wasmtime::Config::new();
         engine_config.epoch_interruption(true);
+        // For profiling guests: `HOTSWAP_PERFMAP=1 perf record ...` names compiled guest
+        // functions in perf's reports (BENCHMARKS.md was profiled this way).
+        if std::env::var_os("HOTSWAP_PERFMAP").is_some() {
+            engine_config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&engine_config)?;
 
         let mut linker = Linker::new(&engine);

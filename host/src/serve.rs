@@ -82,7 +82,7 @@ struct Host {
     module_path: PathBuf,
     started: Instant,
     /// The size of the last state carried over: new versions reserve that much before the pause.
-    state_hint: Arc<AtomicUsize>,
+    state_len: Arc<AtomicUsize>,
 }
 
 /// Runs the app until stdin ends.
@@ -119,7 +119,10 @@ pub fn run(runtime: Arc<Runtime>, options: &RunOptions) -> anyhow::Result<()> {
             "{name} does not serve HTTP (it does not export `hotswap_http`): drop --http"
         );
     }
-    let state_hint = Arc::new(AtomicUsize::new(0));
+    let hints = Hints {
+        state_len: Arc::new(AtomicUsize::new(0)),
+        memory: app.memory_watch(),
+    };
     let (tx, rx) = mpsc::channel();
     if let Some(addr) = options.http {
         let listener = std::net::TcpListener::bind(addr)
@@ -148,28 +151,17 @@ pub fn run(runtime: Arc<Runtime>, options: &RunOptions) -> anyhow::Result<()> {
         })?;
     }
     {
-        let (runtime, hint, tx) = (runtime.clone(), state_hint.clone(), tx.clone());
+        let (runtime, hints, tx) = (runtime.clone(), hints.clone(), tx.clone());
         spawn("hotswap-control", move || {
-            serve_control(listener, runtime, hint, serves_http, tx)
+            serve_control(listener, runtime, hints, serves_http, tx)
         })?;
     }
     let _watcher = if options.watch {
-        let (runtime, hint, tx, source) = (
-            runtime.clone(),
-            state_hint.clone(),
-            tx.clone(),
-            path.clone(),
-        );
+        let (runtime, hints, tx, source) =
+            (runtime.clone(), hints.clone(), tx.clone(), path.clone());
         let on_change = move |change| match change {
             Change::Content(bytes) => {
-                let event = prepare(
-                    &runtime,
-                    &source,
-                    &bytes,
-                    hint.load(Ordering::Relaxed),
-                    serves_http,
-                    None,
-                );
+                let event = prepare(&runtime, &source, &bytes, &hints, serves_http, None);
                 let _ = tx.send(event);
             }
             Change::Error(message) => log(format_args!("{message}")),
@@ -186,7 +178,7 @@ pub fn run(runtime: Arc<Runtime>, options: &RunOptions) -> anyhow::Result<()> {
         app,
         module_path: path.clone(),
         started,
-        state_hint,
+        state_len: hints.state_len,
     };
     let stdout = std::io::stdout();
     for event in rx {
@@ -265,7 +257,7 @@ impl Host {
     fn swap(&mut self, prepared: Prepared, source: PathBuf) -> Response {
         match self.app.swap(prepared) {
             Ok(report) => {
-                self.state_hint.store(report.state_len, Ordering::Relaxed);
+                self.state_len.store(report.state_len, Ordering::Relaxed);
                 self.module_path = source;
                 log(format_args!("{report}"));
                 Response {
@@ -417,12 +409,31 @@ fn read_stdin(tx: mpsc::Sender<Event>) -> impl FnOnce() + Send + 'static {
     }
 }
 
+/// What a preparing thread knows about the running version, to ready a new one before the pause.
+#[derive(Clone)]
+struct Hints {
+    /// The size of the last state carried over.
+    state_len: Arc<AtomicUsize>,
+    /// The running instance's memory size ([`crate::App::memory_watch`]).
+    memory: Arc<AtomicUsize>,
+}
+
+impl Hints {
+    /// Reserves room for the state and warms the new instance's heap to the running one's size.
+    /// Best effort: what fails here happens during the pause instead (and fails the swap there
+    /// if it must).
+    fn apply(&self, prepared: &mut Prepared) {
+        let _ = prepared.reserve_state(self.state_len.load(Ordering::Relaxed).max(MIN_RESERVE));
+        let _ = prepared.warm_heap(self.memory.load(Ordering::Relaxed));
+    }
+}
+
 /// Prepares a new version off the app's thread: the event that carries it, or its refusal.
 fn prepare(
     runtime: &Runtime,
     source: &Path,
     bytes: &[u8],
-    state_hint: usize,
+    hints: &Hints,
     http: bool,
     reply: Reply,
 ) -> Event {
@@ -438,8 +449,7 @@ fn prepare(
             reply,
         },
         Ok(mut prepared) => {
-            // Best effort: if the guest cannot reserve now, the swap reserves during the pause.
-            let _ = prepared.reserve_state(state_hint.max(MIN_RESERVE));
+            hints.apply(&mut prepared);
             let c = prepared.compiled();
             let how = if c.cached {
                 "cached".to_owned()
@@ -468,23 +478,23 @@ fn prepare(
 fn serve_control(
     listener: UnixListener,
     runtime: Arc<Runtime>,
-    state_hint: Arc<AtomicUsize>,
+    hints: Hints,
     http: bool,
     tx: mpsc::Sender<Event>,
 ) {
     for stream in listener.incoming() {
         let Ok(stream) = stream else { continue };
-        let (runtime, hint, tx) = (runtime.clone(), state_hint.clone(), tx.clone());
+        let (runtime, hints, tx) = (runtime.clone(), hints.clone(), tx.clone());
         let _ = std::thread::Builder::new()
             .name("hotswap-control-conn".into())
-            .spawn(move || handle_control(&stream, &runtime, &hint, http, &tx));
+            .spawn(move || handle_control(&stream, &runtime, &hints, http, &tx));
     }
 }
 
 fn handle_control(
     stream: &UnixStream,
     runtime: &Runtime,
-    state_hint: &AtomicUsize,
+    hints: &Hints,
     http: bool,
     tx: &mpsc::Sender<Event>,
 ) {
@@ -497,14 +507,7 @@ fn handle_control(
         Ok(Request::Reload { module }) => {
             log(format_args!("control: reload {}", module.display()));
             match read_module(&module) {
-                Ok(bytes) => prepare(
-                    runtime,
-                    &module,
-                    &bytes,
-                    state_hint.load(Ordering::Relaxed),
-                    http,
-                    Some(reply),
-                ),
+                Ok(bytes) => prepare(runtime, &module, &bytes, hints, http, Some(reply)),
                 Err(error) => Event::Refused {
                     attempted: display_name(&module),
                     error,

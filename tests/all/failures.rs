@@ -130,6 +130,16 @@ fn wrong_signature_is_described() {
         error.to_string().starts_with("`hotswap_tick` is a global"),
         "{error}"
     );
+    // Optional exports are checked too when present.
+    let wat = abi_module(&[(
+        "hotswap_warm",
+        r#"(func (export "hotswap_warm") (param i32) (result i32) (i32.const 0))"#,
+    )]);
+    let error = prepare_wat(&runtime, &wat).err().unwrap();
+    assert_eq!(
+        error.to_string(),
+        "`hotswap_warm` is a function (i32) -> (i32), but the ABI requires a function (i32) -> ()"
+    );
 }
 
 #[test]

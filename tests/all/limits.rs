@@ -4,6 +4,7 @@
 use crate::failures::{abi_module, prepare_wat, start_wat};
 use hotswap::{CallError, Config, SwapError};
 use hotswap_tests::*;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 fn limited() -> std::sync::Arc<hotswap::Runtime> {
@@ -131,4 +132,47 @@ fn a_module_whose_memory_exceeds_the_limit_is_refused() {
     let wat = abi_module(&[("memory", r#"(memory (export "memory") 1024)"#)]);
     let error = prepare_wat(&runtime, &wat).err().unwrap();
     assert!(matches!(error, SwapError::Instantiate(_)), "{error}");
+}
+
+/// Before a swap's pause the new instance is warmed up to the running one's memory size, which
+/// the app publishes as its memory grows; never past the memory limit, and a swap after warming
+/// carries the state as usual.
+#[test]
+fn warming_reaches_the_running_instances_size_but_never_the_limit() {
+    let runtime = limited();
+    let mut app = start(&runtime, KV_V1);
+    assert_eq!(send(&mut app, "fill 50000"), "kv v1: 50000");
+    let running = app.memory_size();
+    let watch = app.memory_watch();
+    assert_eq!(watch.load(Ordering::Relaxed), running);
+    assert!(
+        running > 4 << 20,
+        "the fill should have grown memory: {running}"
+    );
+
+    let mut prepared = prepare(&runtime, KV_V2);
+    assert!(prepared.memory_size() < running);
+    prepared.warm_heap(running).unwrap();
+    let warmed = prepared.memory_size();
+    assert!(
+        (running..running + (2 << 20)).contains(&warmed),
+        "warmed to {warmed}, running {running}"
+    );
+    // Already that size: nothing more to do.
+    prepared.warm_heap(running).unwrap();
+    assert_eq!(prepared.memory_size(), warmed);
+    app.swap(prepared).unwrap();
+    assert_eq!(send(&mut app, "count"), "kv v2: 50000");
+    // The watch follows the app into its new instance.
+    assert_eq!(watch.load(Ordering::Relaxed), app.memory_size());
+
+    let mut prepared = prepare(&runtime, KV_V1);
+    prepared.warm_heap(1 << 30).unwrap();
+    assert!(
+        prepared.memory_size() < 32 << 20,
+        "{}",
+        prepared.memory_size()
+    );
+    app.swap(prepared).unwrap();
+    assert_eq!(send(&mut app, "count"), "kv v1: 50000");
 }

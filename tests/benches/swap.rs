@@ -201,6 +201,7 @@ fn swap_pause(
         prepared
             .reserve_state(records * RECORD_BYTES + records * RECORD_BYTES / 100 + 64)
             .unwrap();
+        prepared.warm_heap(app.memory_size()).unwrap();
         warm.push(started.elapsed());
         let report = app.swap(prepared).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(

@@ -28,12 +28,27 @@ struct Record {
 }
 
 /// State, shape 1, as versions 1 and 2 wrote it (version 1 had no `reads`: it defaults to 0).
+/// Its values were plain strings; they are read straight into records, so the migration builds
+/// the new map once, while decoding, rather than decoding the old map and converting it.
 #[derive(Default, Deserialize)]
 #[serde(default)]
 struct StoreV1 {
-    #[serde(deserialize_with = "hotswap_guest::de::btree_map")]
-    entries: BTreeMap<String, String>,
+    #[serde(deserialize_with = "records_from_strings")]
+    entries: BTreeMap<String, Record>,
     reads: u64,
+}
+
+/// A version-1 value becomes a record written once.
+impl From<String> for Record {
+    fn from(value: String) -> Self {
+        Record { value, writes: 1 }
+    }
+}
+
+fn records_from_strings<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<BTreeMap<String, Record>, D::Error> {
+    hotswap_guest::de::btree_map_from::<D, String, String, Record>(deserializer)
 }
 
 impl App for Store {
@@ -43,13 +58,8 @@ impl App for Store {
         match from_version {
             1 => {
                 let old: StoreV1 = hotswap_guest::decode(old_state)?;
-                let records = old
-                    .entries
-                    .into_iter()
-                    .map(|(key, value)| (key, Record { value, writes: 1 }))
-                    .collect();
                 Ok(Store {
-                    records,
+                    records: old.entries,
                     reads: old.reads,
                 })
             }
