@@ -11,7 +11,7 @@
 use crate::app::{App, Prepared, SwapReport, format_duration};
 use crate::compile::{ModuleHash, display_name, read_module};
 use crate::control::{self, Request, Response, SocketFile};
-use crate::error::SwapError;
+use crate::error::{CallError, SwapError};
 use crate::runtime::Runtime;
 use crate::watch::{Change, watch};
 use anyhow::Context as _;
@@ -420,11 +420,17 @@ struct Hints {
 
 impl Hints {
     /// Reserves room for the state and warms the new instance's heap to the running one's size.
-    /// Best effort: what fails here happens during the pause instead (and fails the swap there
-    /// if it must).
-    fn apply(&self, prepared: &mut Prepared) {
-        let _ = prepared.reserve_state(self.state_len.load(Ordering::Relaxed).max(MIN_RESERVE));
-        let _ = prepared.warm_heap(self.memory.load(Ordering::Relaxed));
+    /// Best effort: a guest that cannot allocate now reserves during the pause instead. But a
+    /// trap, timeout or broken contract here may have left the new instance half-way through
+    /// an operation: that is an error, and the swap is refused.
+    fn apply(&self, prepared: &mut Prepared) -> Result<(), CallError> {
+        let ready = prepared
+            .reserve_state(self.state_len.load(Ordering::Relaxed).max(MIN_RESERVE))
+            .and_then(|()| prepared.warm_heap(self.memory.load(Ordering::Relaxed)));
+        match ready {
+            Err(error) if error.instance_lost() => Err(error),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -449,7 +455,13 @@ fn prepare(
             reply,
         },
         Ok(mut prepared) => {
-            hints.apply(&mut prepared);
+            if let Err(error) = hints.apply(&mut prepared) {
+                return Event::Refused {
+                    attempted,
+                    error: SwapError::Initialize(error),
+                    reply,
+                };
+            }
             let c = prepared.compiled();
             let how = if c.cached {
                 "cached".to_owned()

@@ -350,3 +350,24 @@ fn every_refused_swap_keeps_the_old_state() {
     assert_eq!(app.stats().refused, 7);
     assert_eq!(app.stats().swaps, 0);
 }
+
+/// A new version that traps while warming (before the pause) reports it as a lost instance, so
+/// the host refuses the swap rather than import into it; the running app is untouched.
+#[test]
+fn a_trap_while_warming_is_reported_as_a_lost_instance() {
+    let runtime = runtime();
+    let mut app = start_wat(&runtime, &abi_module(&[]));
+    app.message(b"x").unwrap();
+    let trapping = abi_module(&[(
+        "hotswap_warm",
+        r#"(func $hotswap_warm (export "hotswap_warm") (param i32) unreachable)"#,
+    )]);
+    let mut prepared = prepare_wat(&runtime, &trapping).unwrap();
+    let error = prepared
+        .warm_heap(app.memory_size() + (1 << 20))
+        .unwrap_err();
+    assert!(matches!(error, CallError::Trap(_)), "{error}");
+    assert!(error.instance_lost());
+    assert!(error.to_string().contains("hotswap_warm"), "{error}");
+    assert_eq!(state(&mut app), 1i64.to_le_bytes());
+}
