@@ -17,16 +17,8 @@ erlc -DVSN=2 -o "$work/v2" hits.erl
 erlc -DVSN=3 -o "$work/v3" hits.erl
 erlc -o "$work/bench" hit_httpd.erl hit_bench.erl
 
-cat >"$work/hit.lua" <<'LUA'
-wrk.method = "POST"
-wrk.path = "/hit"
-done = function(summary, latency, requests)
-  io.write(string.format("p50 %.0f us, p99 %.0f us, p99.9 %.0f us, max %.0f us, %d requests, %d errors (non-2xx %d)\n",
-    latency:percentile(50), latency:percentile(99), latency:percentile(99.9), latency.max,
-    summary.requests, summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
-    summary.errors.status))
-end
-LUA
+. ../wrk.sh
+hit_lua "$work/hit.lua"
 
 node=""
 trap '[ -n "$node" ] && kill $node 2>/dev/null; rm -rf "$work"' EXIT
@@ -40,7 +32,7 @@ run() { # SWAP_MS
         kill -0 $node 2>/dev/null || { cat "$work/log" >&2; exit 1; }
         sleep 0.05
     done
-    wrk -t2 -c8 -d"${seconds}s" -s "$work/hit.lua" "http://127.0.0.1:$port" | grep -E "Requests/sec|p50"
+    run_wrk "$port" "$seconds" "$work/hit.lua"
     kill $node; wait $node 2>/dev/null || true; node=""
 }
 
@@ -48,5 +40,4 @@ echo "== Erlang/OTP $(erl -noshell -eval 'io:format("~s", [erlang:system_info(ot
 run 0
 echo "== with an upgrade every 100 ms, ${seconds} s"
 run 100
-grep "^pause" "$work/log" | awk '{ print $2 }' | sort -n |
-    awk '{ a[NR] = $1 } END { if (NR) printf "swap pause: median %.0f us, max %.0f us over %d swaps\n", a[int((NR + 1) / 2)], a[NR], NR }'
+grep "^pause" "$work/log" | awk '{ print $2 }' | summarize_pauses

@@ -20,21 +20,11 @@ host=$!
 trap 'kill $host 2>/dev/null; rm -rf "$work"' EXIT
 until grep -q "serving HTTP" "$work/log"; do sleep 0.05; done
 
-cat >"$work/hit.lua" <<'LUA'
-wrk.method = "POST"
-wrk.path = "/hit"
-done = function(summary, latency, requests)
-  io.write(string.format("p50 %.0f us, p99 %.0f us, p99.9 %.0f us, max %.0f us, %d requests, %d errors (non-2xx %d)\n",
-    latency:percentile(50), latency:percentile(99), latency:percentile(99.9), latency.max,
-    summary.requests, summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
-    summary.errors.status))
-end
-LUA
-
-run_wrk() { wrk -t2 -c8 -d"${seconds}s" -s "$work/hit.lua" "http://127.0.0.1:$port" | grep -E "Requests/sec|p50"; }
+. tests/benches/wrk.sh
+hit_lua "$work/hit.lua"
 
 echo "== steady state, ${seconds} s"
-run_wrk
+run_wrk "$port" "$seconds" "$work/hit.lua"
 
 echo "== with a swap every 100 ms, ${seconds} s"
 (
@@ -47,9 +37,8 @@ echo "== with a swap every 100 ms, ${seconds} s"
     done
 ) &
 swapper=$!
-run_wrk
+run_wrk "$port" "$seconds" "$work/hit.lua"
 kill $swapper 2>/dev/null || true
 wait $swapper 2>/dev/null || true
 echo "swaps during the run: $(grep -c "swapped" "$work/log")"
-grep "swapped" "$work/log" | sed -E 's/.*pause ([0-9.]+) (µs|ms).*/\1 \2/' | awk '{ v = ($2 == "ms") ? $1 * 1000 : $1; print v }' | sort -n |
-    awk '{ a[NR] = $1 } END { if (NR) printf "swap pause: median %.0f us, max %.0f us over %d swaps\n", a[int((NR + 1) / 2)], a[NR], NR }'
+grep "swapped" "$work/log" | sed -E 's/.*pause ([0-9.]+) (µs|ms).*/\1 \2/' | awk '{ v = ($2 == "ms") ? $1 * 1000 : $1; print v }' | summarize_pauses
