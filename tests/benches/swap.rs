@@ -56,11 +56,13 @@ fn main() {
     for &(label, bytes, runs) in sizes {
         let records = bytes.div_ceil(RECORD_BYTES);
         for (kind, to) in SWAPS {
-            swap_pause(&runtime, kind, label, records, runs, to);
+            swap_pause(&runtime, kind, label, records, runs, to, Running::Started);
         }
     }
     println!();
-    println!("## Swap pause by record count, as in the Erlang anchor (medians)");
+    println!(
+        "## Swap pause by record count, as in the Erlang anchor (medians; \"later swap\": the running instance was itself swapped in)"
+    );
     println!();
     println!("{PAUSE_HEADER}");
     let counts: &[(&str, usize, usize)] = if quick {
@@ -74,10 +76,23 @@ fn main() {
         ]
     };
     for &(label, records, runs) in counts {
-        for (kind, to) in SWAPS {
-            swap_pause(&runtime, kind, label, records, runs, to);
+        for running in [Running::Started, Running::SwappedIn] {
+            for (kind, to) in SWAPS {
+                swap_pause(&runtime, kind, label, records, runs, to, running);
+            }
         }
     }
+}
+
+/// Which instance a measured swap replaces.
+#[derive(Clone, Copy, PartialEq)]
+enum Running {
+    /// The app's first instance, filled by messages: its export is the first it ever makes, so
+    /// its output buffer grows into fresh pages inside the pause.
+    Started,
+    /// An instance that was itself swapped in (warmed, then given the filled state), as every
+    /// swap but the first of a long-running app replaces: its export has run before.
+    SwappedIn,
 }
 
 /// From writing the module file to the new code serving, through the watcher: for a module
@@ -181,16 +196,26 @@ fn swap_pause(
     records: usize,
     runs: usize,
     to: &str,
+    running: Running,
 ) {
     let mut phases: Vec<Phases> = Vec::new();
     let (mut instantiate, mut warm) = (Vec::new(), Vec::new());
     let mut state_len = 0;
     for _ in 0..runs {
+        // The previous run's instances are being dropped on the host's dropping thread; a
+        // large memory takes a while to unmap, and unmapping stalls this run's page faults.
+        std::thread::sleep(Duration::from_millis(10 + records as u64 / 10_000));
         let mut app = start(runtime, KV_V1);
         assert_eq!(
             send(&mut app, &format!("fill {records}")),
             format!("kv v1: {records}")
         );
+        if running == Running::SwappedIn {
+            let mut again = prepare_file(runtime, KV_V1);
+            again.reserve_state(records * RECORD_BYTES).unwrap();
+            again.warm_heap(app.memory_size()).unwrap();
+            app.swap(again).unwrap_or_else(|e| panic!("{e}"));
+        }
         // Before the pause: instantiate (the module is compiled once and then cached, as in a
         // swap back), then what `hotswap run` does next: reserve and touch room for the state,
         // sized from the last swap (here: the record count times the record size, plus 1%).
@@ -212,6 +237,10 @@ fn swap_pause(
         phases.push(report.phases);
     }
     let pick = |f: fn(&Phases) -> Duration| format_duration(median(phases.iter().map(f).collect()));
+    let kind = match running {
+        Running::Started => kind.to_owned(),
+        Running::SwappedIn => format!("{kind}, later swap"),
+    };
     println!(
         "| {kind} | {label} ({state_len} B, {records} records) | {runs} | {} | {} | {} | {} | {} | **{}** |",
         format_duration(median(instantiate)),
