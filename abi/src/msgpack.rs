@@ -687,10 +687,7 @@ impl<'de> Deserializer<'de> {
                 self.compound(len, true, visitor)
             }
             0xe0..=0xff => visitor.visit_i8(marker as i8),
-            0xc7..=0xc9 | 0xd4..=0xd8 => Err(error(
-                "MessagePack extension types are not part of Hotswap's encoding",
-            )),
-            0xc1 => Err(error("0xc1 is not a MessagePack marker")),
+            0xc1 | 0xc7..=0xc9 | 0xd4..=0xd8 => Err(unsupported(marker)),
         }
     }
 
@@ -725,7 +722,7 @@ impl<'de> Deserializer<'de> {
                     values += 2 * self.len(marker - 0xde + 1)? as u64;
                     0
                 }
-                _ => return self.any(de::IgnoredAny, true).map(drop),
+                _ => return Err(unsupported(marker)),
             };
             self.take(skip)?;
         }
@@ -734,6 +731,15 @@ impl<'de> Deserializer<'de> {
 }
 
 #[inline]
+/// The error for the markers Hotswap's encoding never uses: 0xc1 and the extension types.
+fn unsupported(marker: u8) -> Error {
+    if marker == 0xc1 {
+        error("0xc1 is not a MessagePack marker")
+    } else {
+        error("MessagePack extension types are not part of Hotswap's encoding")
+    }
+}
+
 fn truncated() -> Error {
     error("the MessagePack ends in the middle of a value")
 }
@@ -1219,6 +1225,10 @@ mod tests {
         );
         assert!(refused(&[0xc1]).contains("not a MessagePack marker"));
         assert!(refused(&[0xd4, 0, 0]).contains("extension"));
+        // The same inside an unknown field, which is skipped rather than decoded.
+        let unknown_ext = [0x81, 0xa1, b'z', 0xd4, 0x00, 0x01];
+        let err = from_slice::<crate::http::Response>(&unknown_ext).unwrap_err();
+        assert!(err.to_string().contains("extension"), "{err}");
         let mut trailing = to_vec(&everything()).unwrap();
         trailing.push(0);
         assert_eq!(refused(&trailing), "1 bytes left over after the value");

@@ -165,7 +165,7 @@ impl From<&str> for MigrateError {
 
 /// Decodes state bytes as `T`: use it in [`App::migrate`] to read an old version's shape.
 pub fn decode<T: DeserializeOwned>(state: &[u8]) -> Result<T, MigrateError> {
-    abi::msgpack::from_slice(state).map_err(|e| {
+    hotswap_abi::msgpack::from_slice(state).map_err(|e| {
         MigrateError::new(format!(
             "cannot decode the state as `{}`: {e}",
             std::any::type_name::<T>()
@@ -267,7 +267,7 @@ pub mod de {
 pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     let mut out = Vec::new();
     // Writing to a Vec cannot fail; a Serialize impl that errors is the app's bug.
-    if let Err(e) = abi::msgpack::write(&mut out, value) {
+    if let Err(e) = hotswap_abi::msgpack::write(&mut out, value) {
         panic!("cannot encode `{}`: {e}", std::any::type_name::<T>());
     }
     out

@@ -211,22 +211,17 @@ fn swap_pause(
             format!("kv v1: {records}")
         );
         if running == Running::SwappedIn {
-            let mut again = prepare_file(runtime, KV_V1);
-            again.reserve_state(records * RECORD_BYTES).unwrap();
-            again.warm_heap(app.memory_size()).unwrap();
-            app.swap(again).unwrap_or_else(|e| panic!("{e}"));
+            let again = prepare_file(runtime, KV_V1);
+            app.swap(ready(again, records, &app))
+                .unwrap_or_else(|e| panic!("{e}"));
         }
         // Before the pause: instantiate (the module is compiled once and then cached, as in a
-        // swap back), then what `hotswap run` does next: reserve and touch room for the state,
-        // sized from the last swap (here: the record count times the record size, plus 1%).
+        // swap back), then ready it as `hotswap run` does.
         let started = Instant::now();
-        let mut prepared = prepare_file(runtime, to);
+        let prepared = prepare_file(runtime, to);
         instantiate.push(started.elapsed());
         let started = Instant::now();
-        prepared
-            .reserve_state(records * RECORD_BYTES + records * RECORD_BYTES / 100 + 64)
-            .unwrap();
-        prepared.warm_heap(app.memory_size()).unwrap();
+        let prepared = ready(prepared, records, &app);
         warm.push(started.elapsed());
         let report = app.swap(prepared).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
@@ -250,6 +245,16 @@ fn swap_pause(
         pick(|p| p.import),
         pick(|p| p.pause),
     );
+}
+
+/// What `hotswap run` does with a prepared version before the pause: reserve room for the
+/// state (sized from the last swap; here the record count times the record size, plus 1%) and
+/// warm the heap up to the running instance's memory.
+fn ready(mut prepared: hotswap::Prepared, records: usize, running: &App) -> hotswap::Prepared {
+    let state = records * RECORD_BYTES;
+    prepared.reserve_state(state + state / 100 + 64).unwrap();
+    prepared.warm_heap(running.memory_size()).unwrap();
+    prepared
 }
 
 fn prepare_file(runtime: &Runtime, path: &str) -> hotswap::Prepared {
