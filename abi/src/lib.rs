@@ -38,6 +38,14 @@
 //!   output's address then its length. The descriptor's own address, returned once by
 //!   `hotswap_output`, is fixed for the instance's lifetime. The output stays valid until the
 //!   next call into the guest; the host copies what it keeps.
+//! * **State, in pieces.** During `hotswap_export_state` (and only then) a guest may hand its
+//!   state over in pieces by calling the host import `hotswap.state_chunk(ptr: i32, len: i32)`
+//!   ([`HOST_STATE_CHUNK`]) as often as it likes: the host copies `ptr..ptr + len` before the
+//!   import returns, so one small buffer serves for every piece. The state is every piece in
+//!   call order, followed by the call's output. A guest that never calls it leaves its whole
+//!   state as the output. Streaming keeps the old instance from growing its memory by the size
+//!   of its state during a swap's pause; the host copies each piece straight into the new
+//!   instance's input buffer. A state larger than the memory limit traps the export.
 //! * The host bounds-checks every address and length a guest hands back and treats a violation
 //!   as a broken contract: the call fails and the instance is treated as lost.
 //!
@@ -81,7 +89,8 @@
 //! 3. Exactly one of `hotswap_start` (first version of an app) or `hotswap_import_state` (a swap:
 //!    the state exported by the previous version, with that version's state version).
 //! 4. Any number of `hotswap_message`, `hotswap_tick` and `hotswap_http`, one at a time.
-//! 5. At a swap, `hotswap_export_state`, which must not change the state. If the swap fails after
+//! 5. At a swap, `hotswap_export_state` (with any number of `hotswap.state_chunk` calls from
+//!    inside it), which must not change the state. If the swap fails after
 //!    that, the instance keeps receiving events as if nothing happened.
 //!
 //! # State versions
@@ -109,6 +118,10 @@ pub const HOST_MODULE: &str = "hotswap";
 
 /// `hotswap.abort(ptr: i32, len: i32)`: trap with the UTF-8 message at `ptr..ptr + len`.
 pub const HOST_ABORT: &str = "abort";
+
+/// `hotswap.state_chunk(ptr: i32, len: i32)`: during `hotswap_export_state` only, append the
+/// bytes at `ptr..ptr + len` to the state being exported (see the module docs).
+pub const HOST_STATE_CHUNK: &str = "state_chunk";
 
 /// The import namespace of WASI preview 1, which the host provides.
 pub const WASI_MODULE: &str = "wasi_snapshot_preview1";

@@ -82,7 +82,29 @@ pub fn to_vec<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, Error> {
 
 /// Encodes `value` at the end of `out`.
 pub fn write<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) -> Result<(), Error> {
-    value.serialize(&mut Serializer { out })
+    value.serialize(&mut Serializer {
+        out,
+        flush_at: usize::MAX,
+        flush: &mut |_| {},
+    })
+}
+
+/// Encodes `value` into `out` in pieces: whenever `out` holds at least `chunk` bytes between two
+/// elements of a sequence or map, it is handed to `flush` and cleared. What is left in `out` at
+/// the end is the last piece; the pieces in order are the encoding [`write`] gives. `out` stays
+/// about `chunk` bytes long (longer only by one element, or while an array or map of unknown
+/// length is open), so a large value is encoded without a buffer its size.
+pub fn write_chunked<T: Serialize + ?Sized>(
+    out: &mut Vec<u8>,
+    chunk: usize,
+    flush: &mut dyn FnMut(&[u8]),
+    value: &T,
+) -> Result<(), Error> {
+    value.serialize(&mut Serializer {
+        out,
+        flush_at: chunk.max(1),
+        flush,
+    })
 }
 
 /// Decodes a `T` that takes up all of `bytes`.
@@ -96,12 +118,24 @@ pub fn from_slice<'de, T: de::Deserialize<'de>>(bytes: &'de [u8]) -> Result<T, E
 // ---------------------------------------------------------------------------------------------
 // Encoding
 
-/// Writes MessagePack to a `Vec`.
+/// Writes MessagePack to a `Vec`, handing it to `flush` in pieces (see [`write_chunked`]).
 struct Serializer<'a> {
     out: &'a mut Vec<u8>,
+    /// How full `out` may get before it is flushed; `usize::MAX` never flushes.
+    flush_at: usize,
+    flush: &'a mut dyn FnMut(&[u8]),
 }
 
 impl Serializer<'_> {
+    /// Between two elements of a sequence or map: hands a full buffer to `flush`.
+    #[inline]
+    fn between_elements(&mut self) {
+        if self.out.len() >= self.flush_at {
+            (self.flush)(self.out);
+            self.out.clear();
+        }
+    }
+
     #[inline]
     fn uint(&mut self, v: u64) {
         let out = &mut *self.out;
@@ -242,9 +276,19 @@ fn push_short(out: &mut Vec<u8>, marker: u8, bytes: &[u8]) {
 /// A sequence, map or struct being written: counts entries when the length was not given.
 struct Compound<'s, 'a> {
     ser: &'s mut Serializer<'a>,
-    /// For an unknown length: where the placeholder header is, and whether it is a map.
-    pending: Option<(usize, bool)>,
+    /// For an unknown length: the placeholder header, patched at the end.
+    pending: Option<Pending>,
     count: usize,
+}
+
+/// An array or map whose length is written at its end.
+struct Pending {
+    /// Where its placeholder header is in `out`.
+    at: usize,
+    is_map: bool,
+    /// The serializer's `flush_at`, put back at the end: nothing is flushed while the
+    /// placeholder is in the buffer.
+    flush_at: usize,
 }
 
 impl<'s, 'a> Compound<'s, 'a> {
@@ -253,7 +297,11 @@ impl<'s, 'a> Compound<'s, 'a> {
         let pending = match len {
             Some(len) if is_map => ser.map(len).map(|()| None)?,
             Some(len) => ser.array(len).map(|()| None)?,
-            None => Some((ser.unknown_len(), is_map)),
+            None => Some(Pending {
+                at: ser.unknown_len(),
+                is_map,
+                flush_at: core::mem::replace(&mut ser.flush_at, usize::MAX),
+            }),
         };
         Ok(Compound {
             ser,
@@ -263,9 +311,15 @@ impl<'s, 'a> Compound<'s, 'a> {
     }
 
     fn finish(self) -> Result<(), Error> {
-        let Some((at, is_map)) = self.pending else {
+        let Some(Pending {
+            at,
+            is_map,
+            flush_at,
+        }) = self.pending
+        else {
             return Ok(());
         };
+        self.ser.flush_at = flush_at;
         // Write the real header after the content, then move it into place.
         let content = at + 5;
         let end = self.ser.out.len();
@@ -459,6 +513,7 @@ impl ser::SerializeSeq for Compound<'_, '_> {
     type Error = Error;
 
     fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Error> {
+        self.ser.between_elements();
         self.count += 1;
         value.serialize(&mut *self.ser)
     }
@@ -497,6 +552,7 @@ impl ser::SerializeMap for Compound<'_, '_> {
     type Error = Error;
 
     fn serialize_key<T: Serialize + ?Sized>(&mut self, key: &T) -> Result<(), Error> {
+        self.ser.between_elements();
         self.count += 1;
         key.serialize(&mut *self.ser)
     }
@@ -1174,6 +1230,58 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn chunked_pieces_join_into_the_whole_encoding() {
+        fn pieces<T: Serialize>(value: &T, chunk: usize) -> (Vec<Vec<u8>>, Vec<u8>) {
+            let (mut flushed, mut out) = (Vec::new(), Vec::new());
+            write_chunked(
+                &mut out,
+                chunk,
+                &mut |piece| flushed.push(piece.to_vec()),
+                value,
+            )
+            .unwrap();
+            (flushed, out)
+        }
+        // A known-length map around an unknown-length sequence: nothing may be flushed while
+        // the sequence's placeholder header is in the buffer, and flushing resumes after it.
+        struct Mixed;
+        impl Serialize for Mixed {
+            fn serialize<S: ser::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                use ser::SerializeMap;
+                let mut map = s.serialize_map(Some(3))?;
+                map.serialize_entry("before", &(0..5_000u32).collect::<Vec<_>>())?;
+                let hidden = (0..20_000u32).filter(|i| i % 2 == 0);
+                map.serialize_entry("hidden", &Hidden(core::cell::Cell::new(Some(hidden))))?;
+                map.serialize_entry("after", &(0..5_000u32).collect::<Vec<_>>())?;
+                map.end()
+            }
+        }
+        struct Hidden<I>(core::cell::Cell<Option<I>>);
+        impl<I: Iterator<Item = u32>> Serialize for Hidden<I> {
+            fn serialize<S: ser::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_seq(self.0.take().unwrap())
+            }
+        }
+        let whole = to_vec(&everything()).unwrap();
+        for chunk in [1, 7, 64, 4096, 1 << 20] {
+            let (flushed, last) = pieces(&everything(), chunk);
+            assert!(flushed.iter().all(|p| p.len() >= chunk), "{chunk}");
+            assert_eq!([flushed.concat(), last].concat(), whole, "{chunk}");
+
+            let (flushed, last) = pieces(&Mixed, chunk);
+            let joined = [flushed.concat(), last].concat();
+            assert_eq!(joined, to_vec(&Mixed).unwrap(), "{chunk}");
+            assert_eq!(joined, rmp_serde::to_vec_named(&Mixed).unwrap(), "{chunk}");
+        }
+        // Small elements: every piece stays within one element (at most 5 bytes) of the chunk.
+        let numbers: Vec<u32> = (0..100_000).map(|i| i * 7919).collect();
+        let (flushed, last) = pieces(&numbers, 1000);
+        assert!(flushed.len() > 100);
+        assert!(flushed.iter().all(|p| (1000..1005).contains(&p.len())));
+        assert_eq!([flushed.concat(), last].concat(), to_vec(&numbers).unwrap());
     }
 
     #[test]

@@ -3,8 +3,9 @@
 //! Strategy: a swap has two halves. [`Runtime::prepare`] does everything that can happen while
 //! the old version keeps serving (read, compile, check, instantiate, reserve and touch the input
 //! buffer); it needs only `&Runtime`, so it runs on any thread. [`App::swap`] runs between two
-//! events and does only what must happen while events wait: export the old state, copy it once
-//! into the new instance, import it there, and commit. A failure at any step leaves the current
+//! events and does only what must happen while events wait: export the old state, which the old
+//! instance streams in pieces straight into the new instance's input buffer (the one copy),
+//! import it there, and commit. A failure at any step leaves the current
 //! instance and its state untouched. After the commit, the old instance is dropped on another
 //! thread, outside the pause.
 //!
@@ -13,7 +14,7 @@
 
 use crate::compile::{Compiled, display_name, read_module};
 use crate::error::{CallError, SwapError};
-use crate::guest::Guest;
+use crate::guest::{Guest, StateSink};
 use crate::runtime::Runtime;
 use hotswap_abi::http;
 use std::fmt;
@@ -112,7 +113,8 @@ pub struct Stats {
 pub struct Phases {
     /// The old instance encoding its state.
     pub export: Duration,
-    /// Copying the state bytes into the new instance.
+    /// Copying the state bytes into the new instance: the host's share. The pieces that the
+    /// old instance streams are copied during its export (this counts them, not the export).
     pub copy: Duration,
     /// The new instance decoding (and migrating) the state.
     pub import: Duration,
@@ -338,7 +340,8 @@ impl App {
 
     /// A copy of the current state as the running code exports it (what a swap would carry).
     pub fn export_state(&mut self) -> Result<Vec<u8>, CallError> {
-        self.guest.export_state().map(<[u8]>::to_vec)
+        let (sink, result) = self.guest.export_state(StateSink::in_host());
+        result.map(|()| sink.into_bytes())
     }
 
     /// Swaps in a prepared version, carrying the state over. On refusal, the running version and
@@ -347,12 +350,12 @@ impl App {
     pub fn swap(&mut self, prepared: Prepared) -> Result<SwapReport, Box<SwapRefused>> {
         let Prepared {
             compiled,
-            mut guest,
+            guest,
             prepare_time,
         } = prepared;
         let from_state_version = self.guest.state_version();
-        match transfer(&mut self.guest, &mut guest) {
-            Ok((state_len, phases)) => {
+        match transfer(&mut self.guest, guest) {
+            Ok((guest, state_len, phases)) => {
                 let report = SwapReport {
                     from: self.compiled.to_string(),
                     to: compiled.to_string(),
@@ -371,7 +374,6 @@ impl App {
                 Ok(report)
             }
             Err(error) => {
-                dispose(guest);
                 let recovery = match &error {
                     // The old instance trapped mid-export: move its state to a fresh instance
                     // if it can still export it. Either way, the old version keeps serving.
@@ -404,8 +406,8 @@ impl App {
 
     /// Moves the state of a possibly damaged instance into a fresh instance of the same module.
     fn recover(&mut self) -> Result<(), SwapError> {
-        let mut fresh = Guest::instantiate(&self.runtime, &self.compiled)?;
-        transfer(&mut self.guest, &mut fresh)?;
+        let fresh = Guest::instantiate(&self.runtime, &self.compiled)?;
+        let (fresh, ..) = transfer(&mut self.guest, fresh)?;
         self.commit(self.compiled.clone(), fresh);
         self.stats.recoveries += 1;
         Ok(())
@@ -418,25 +420,42 @@ impl App {
     }
 }
 
-/// The pause of a swap: export from `old`, copy into `new`, import there.
-fn transfer(old: &mut Guest, new: &mut Guest) -> Result<(usize, Phases), SwapError> {
+/// The pause of a swap: `old` exports its state straight into `new`'s input buffer, and `new`
+/// imports it. On failure, `new` is dropped.
+fn transfer(old: &mut Guest, new: Guest) -> Result<(Guest, usize, Phases), SwapError> {
     let version = old.state_version();
     let started = Instant::now();
-    let state = old.export_state().map_err(SwapError::Export)?;
-    let exported = Instant::now();
-    new.receive_state(state).map_err(SwapError::Transfer)?;
-    let state_len = state.len();
-    let copied = Instant::now();
-    new.import_state(state_len, version)
-        .map_err(SwapError::from_import)?;
+    let (sink, exported) = old.export_state(StateSink::into_guest(new));
+    let exported_at = Instant::now();
+    if let Err(error) = exported {
+        dispose(sink.into_target());
+        return Err(SwapError::Export(error));
+    }
+    let streaming_copy = sink.copying();
+    let (mut new, delivered) = sink.deliver();
+    let result = delivered
+        .map_err(SwapError::Transfer)
+        .and_then(|state_len| {
+            let copied = Instant::now();
+            new.import_state(state_len, version)
+                .map_err(SwapError::from_import)?;
+            Ok((state_len, copied))
+        });
+    let (state_len, copied) = match result {
+        Ok(done) => done,
+        Err(error) => {
+            dispose(new);
+            return Err(error);
+        }
+    };
     let imported = Instant::now();
     let phases = Phases {
-        export: exported - started,
-        copy: copied - exported,
+        export: (exported_at - started).saturating_sub(streaming_copy),
+        copy: streaming_copy + (copied - exported_at),
         import: imported - copied,
         pause: imported - started,
     };
-    Ok((state_len, phases))
+    Ok((new, state_len, phases))
 }
 
 /// Drops an instance (its whole `Store`) on another thread: freeing a large memory takes time.

@@ -5,7 +5,9 @@
 
 use crate::error::CheckError;
 use crate::runtime::{GuestCtx, Runtime};
-use hotswap_abi::{EXPORTS, Export, HOST_ABORT, HOST_MODULE, MEMORY, WASI_MODULE};
+use hotswap_abi::{
+    EXPORTS, Export, HOST_ABORT, HOST_MODULE, HOST_STATE_CHUNK, MEMORY, WASI_MODULE,
+};
 use wasmtime::{ExternType, FuncType, InstancePre, Module};
 
 impl Runtime {
@@ -25,7 +27,8 @@ impl Runtime {
         has_export(module, &hotswap_abi::WARM_FN)?;
         for import in module.imports() {
             let allowed = import.module() == WASI_MODULE
-                || (import.module() == HOST_MODULE && import.name() == HOST_ABORT);
+                || (import.module() == HOST_MODULE
+                    && [HOST_ABORT, HOST_STATE_CHUNK].contains(&import.name()));
             if !allowed {
                 return Err(CheckError::ForeignImport {
                     module: import.module().to_owned(),

@@ -60,7 +60,7 @@ pub enum CheckError {
     },
     /// An import from outside WASI preview 1 and the `hotswap` namespace.
     #[error(
-        "the module imports `{module}::{name}`; a guest may import only `wasi_snapshot_preview1` and `hotswap::abort`"
+        "the module imports `{module}::{name}`; a guest may import only `wasi_snapshot_preview1`, `hotswap::abort` and `hotswap::state_chunk`"
     )]
     ForeignImport {
         /// Import module.

@@ -5,12 +5,13 @@
 
 use crate::compile::Compiled;
 use crate::error::{CallError, CheckError, SwapError};
-use crate::runtime::{GuestAbort, GuestCtx, MemoryLimitExceeded, Runtime};
+use crate::runtime::{GuestAbort, GuestCtx, HostRefusal, MemoryLimitExceeded, Runtime};
 use hotswap_abi::{self as abi, OUTPUT_DESCRIPTOR_LEN, STATUS_ERROR, STATUS_OK};
+use std::ptr::NonNull;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
-use wasmtime::{Memory, Store, Trap, TypedFunc, WasmParams, WasmResults};
+use std::time::{Duration, Instant};
+use wasmtime::{Caller, Extern, Memory, Store, Trap, TypedFunc, WasmParams, WasmResults};
 use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
 
 /// Memory left unwarmed below the limit: allocators grow by more than they are asked for.
@@ -33,7 +34,7 @@ struct Exports {
 /// A live instance of a guest module.
 pub struct Guest {
     store: Store<GuestCtx>,
-    memory: Memory,
+    memory: LinearMemory,
     exports: Exports,
     /// Address of the output descriptor.
     descriptor: usize,
@@ -69,6 +70,7 @@ impl Guest {
             wasi: wasi.build_p1(),
             max_memory: config.max_memory,
             memory_watch: None,
+            state_sink: None,
         };
         let mut store = Store::new(&runtime.engine, ctx);
         store.limiter(|ctx| ctx);
@@ -115,6 +117,7 @@ impl Guest {
             .get_typed_func::<(), ()>(&mut store, abi::INITIALIZE)
             .ok();
 
+        let memory = LinearMemory::new(memory, &store)?;
         let mut guest = Guest {
             store,
             memory,
@@ -147,8 +150,7 @@ impl Guest {
         guest.descriptor = guest
             .call_func(&output, ())
             .map_err(SwapError::Initialize)? as u32 as usize;
-        output_bytes(guest.memory.data(&guest.store), guest.descriptor)
-            .map_err(SwapError::Initialize)?;
+        guest.output_bytes().map_err(SwapError::Initialize)?;
         Ok(guest)
     }
 
@@ -159,7 +161,7 @@ impl Guest {
 
     /// The instance's current linear memory size in bytes.
     pub fn memory_size(&self) -> usize {
-        self.memory.data_size(&self.store)
+        self.memory.memory.data_size(&self.store)
     }
 
     /// Publishes the memory size to `watch` from now on, as the memory grows.
@@ -217,15 +219,15 @@ impl Guest {
         self.output(status).map(drop)
     }
 
-    /// Exports the state; the bytes live in guest memory until the next call.
-    pub fn export_state(&mut self) -> Result<&[u8], CallError> {
-        let status = self.call(|e| &e.export_state, ())?;
-        self.output(status)
-    }
-
-    /// Copies state bytes into the input buffer: the one copy of a swap.
-    pub fn receive_state(&mut self, state: &[u8]) -> Result<(), CallError> {
-        self.write_input(state).map(drop)
+    /// Exports the state into `sink`: the pieces the guest hands over during the call
+    /// (`hotswap.state_chunk`), then its output. The sink comes back whatever happened.
+    pub(crate) fn export_state(&mut self, sink: StateSink) -> (StateSink, Result<(), CallError>) {
+        self.store.data_mut().state_sink = Some(sink);
+        let result = self.call(|e| &e.export_state, ());
+        let mut sink = (self.store.data_mut().state_sink.take()).expect("put there above");
+        let limit = self.max_memory;
+        let result = result.and_then(|status| sink.append(self.output(status)?, limit));
+        (sink, result)
     }
 
     /// Imports the state that [`Guest::receive_state`] copied in, written by `version`.
@@ -236,10 +238,17 @@ impl Guest {
 
     /// Makes sure the input buffer holds at least `len` bytes, so that a later input of that
     /// size needs no allocation (used to prepare a new instance before a swap's pause).
+    #[inline]
     pub fn reserve_input(&mut self, len: usize) -> Result<(), CallError> {
         if len <= self.input.1 {
             return Ok(());
         }
+        self.grow_input(len)
+    }
+
+    /// [`Guest::reserve_input`] when the buffer is too small: a call into the guest.
+    #[cold]
+    fn grow_input(&mut self, len: usize) -> Result<(), CallError> {
         let len32 = u32::try_from(len).map_err(|_| {
             CallError::Abi(format!(
                 "an input of {len} bytes does not fit in 32-bit memory"
@@ -251,12 +260,7 @@ impl Guest {
                 "the guest could not allocate {len} bytes for its input"
             )));
         }
-        guest_range(
-            self.memory.data(&self.store),
-            ptr,
-            len,
-            "the input buffer from hotswap_reserve",
-        )?;
+        self.bytes_mut(ptr, len, "the input buffer from hotswap_reserve")?;
         self.input = (ptr, len);
         Ok(())
     }
@@ -264,22 +268,61 @@ impl Guest {
     /// Writes zeros over the whole input buffer, so its pages are faulted in now rather than
     /// during the copy.
     pub(crate) fn touch_input(&mut self) {
-        let (ptr, capacity) = self.input;
-        self.memory.data_mut(&mut self.store)[ptr..ptr + capacity].fill(0);
+        if let Ok(input) = self.input_mut(self.input.1) {
+            input.fill(0);
+        }
+    }
+
+    /// The first `len` bytes of the input buffer, which must hold them.
+    #[inline]
+    fn input_mut(&mut self, len: usize) -> Result<&mut [u8], CallError> {
+        debug_assert!(len <= self.input.1);
+        self.bytes_mut(self.input.0, len, "the input buffer")
     }
 
     /// Writes an input into the input buffer, reserving a larger one first if needed.
+    #[inline]
     fn write_input(&mut self, input: &[u8]) -> Result<i32, CallError> {
         self.reserve_input(input.len())?;
-        let ptr = self.input.0;
-        // `reserve_input` checked ptr..ptr+capacity, and memory never shrinks.
-        self.memory.data_mut(&mut self.store)[ptr..ptr + input.len()].copy_from_slice(input);
+        self.input_mut(input.len())?.copy_from_slice(input);
         Ok(input.len() as i32)
     }
 
+    /// Guest memory `at..at + len`, or an ABI error naming `what` if that lies outside it.
+    #[inline]
+    fn bytes(&mut self, at: usize, len: usize, what: &str) -> Result<&[u8], CallError> {
+        let start = self.memory.span(&self.store, at, len, what)?;
+        // SAFETY: `span` proved `at..at + len` lies in the memory, and the slice borrows
+        // `self`, so no call into the guest (the only other writer) can happen while it lives.
+        Ok(unsafe { std::slice::from_raw_parts(start.as_ptr(), len) })
+    }
+
+    /// [`Guest::bytes`], writable.
+    #[inline]
+    fn bytes_mut(&mut self, at: usize, len: usize, what: &str) -> Result<&mut [u8], CallError> {
+        let start = self.memory.span(&self.store, at, len, what)?;
+        // SAFETY: as in `bytes`; the slice borrows `self` mutably, so it is the only reference
+        // into the memory while it lives.
+        Ok(unsafe { std::slice::from_raw_parts_mut(start.as_ptr(), len) })
+    }
+
+    /// The output that the output descriptor describes, bounds-checked.
+    #[inline]
+    fn output_bytes(&mut self) -> Result<&[u8], CallError> {
+        let d = self.bytes(
+            self.descriptor,
+            OUTPUT_DESCRIPTOR_LEN,
+            "the output descriptor",
+        )?;
+        let ptr = u32::from_le_bytes([d[0], d[1], d[2], d[3]]) as usize;
+        let len = u32::from_le_bytes([d[4], d[5], d[6], d[7]]) as usize;
+        self.bytes(ptr, len, "the output")
+    }
+
     /// Reads the output descriptor and returns the output for a status.
-    fn output(&self, status: i32) -> Result<&[u8], CallError> {
-        let bytes = output_bytes(self.memory.data(&self.store), self.descriptor)?;
+    #[inline]
+    fn output(&mut self, status: i32) -> Result<&[u8], CallError> {
+        let bytes = self.output_bytes()?;
         match status {
             STATUS_OK => Ok(bytes),
             STATUS_ERROR => Err(CallError::Failed(
@@ -312,6 +355,9 @@ impl Guest {
     }
 
     fn classify(&self, error: wasmtime::Error) -> CallError {
+        if let Some(HostRefusal(error)) = error.downcast_ref::<HostRefusal>() {
+            return error.clone();
+        }
         if let Some(GuestAbort(message)) = error.downcast_ref::<GuestAbort>() {
             return CallError::Panic(message.clone());
         }
@@ -341,17 +387,183 @@ impl Guest {
     }
 }
 
-/// The output that the descriptor at `descriptor` describes, bounds-checked.
-fn output_bytes(memory: &[u8], descriptor: usize) -> Result<&[u8], CallError> {
-    let d = guest_range(
-        memory,
-        descriptor,
-        OUTPUT_DESCRIPTOR_LEN,
-        "the output descriptor",
-    )?;
-    let ptr = u32::from_le_bytes([d[0], d[1], d[2], d[3]]) as usize;
-    let len = u32::from_le_bytes([d[4], d[5], d[6], d[7]]) as usize;
-    guest_range(memory, ptr, len, "the output")
+/// Where an exported state goes: straight into the input buffer of the instance that will
+/// import it while it fits there (the one copy of a swap), and into host memory after that, or
+/// all of it when there is no such instance (`hotswap state`).
+pub(crate) struct StateSink {
+    /// The importing instance, and how much of its input buffer the state fills so far.
+    target: Option<(Box<Guest>, usize)>,
+    /// What did not fit in the target's input buffer, or the whole state without a target.
+    spill: Vec<u8>,
+    /// Time spent copying pieces in: the host's share of the export.
+    copying: Duration,
+}
+
+impl StateSink {
+    /// A sink that fills `guest`'s input buffer (reserved and touched before the pause).
+    pub(crate) fn into_guest(guest: Guest) -> StateSink {
+        StateSink {
+            target: Some((Box::new(guest), 0)),
+            spill: Vec::new(),
+            copying: Duration::ZERO,
+        }
+    }
+
+    /// A sink that keeps the state in host memory.
+    pub(crate) fn in_host() -> StateSink {
+        StateSink {
+            target: None,
+            spill: Vec::new(),
+            copying: Duration::ZERO,
+        }
+    }
+
+    /// Appends one piece of the state, which may not take the state past `limit` bytes.
+    fn append(&mut self, piece: &[u8], limit: usize) -> Result<(), CallError> {
+        let started = Instant::now();
+        let result = self.copy_in(piece, limit);
+        self.copying += started.elapsed();
+        result
+    }
+
+    fn copy_in(&mut self, piece: &[u8], limit: usize) -> Result<(), CallError> {
+        let written = self.target.as_ref().map_or(0, |(_, written)| *written);
+        if written + self.spill.len() + piece.len() > limit {
+            return Err(CallError::MemoryLimit(limit));
+        }
+        if let Some((guest, written)) = &mut self.target
+            && self.spill.is_empty()
+            && *written + piece.len() <= guest.input.1
+        {
+            guest.input_mut(*written + piece.len())?[*written..].copy_from_slice(piece);
+            *written += piece.len();
+            return Ok(());
+        }
+        self.spill
+            .try_reserve(piece.len())
+            .map_err(|_| CallError::MemoryLimit(limit))?;
+        self.spill.extend_from_slice(piece);
+        Ok(())
+    }
+
+    /// The state, for a sink without a target.
+    pub(crate) fn into_bytes(self) -> Vec<u8> {
+        debug_assert!(self.target.is_none());
+        self.spill
+    }
+
+    /// How long copying the pieces in took.
+    pub(crate) fn copying(&self) -> Duration {
+        self.copying
+    }
+
+    /// The target instance, when the export failed.
+    pub(crate) fn into_target(self) -> Guest {
+        *self.target.expect("a sink made by `into_guest`").0
+    }
+
+    /// The target instance with the whole state in its input buffer, and the state's length.
+    /// A state that outgrew the reserved buffer is moved into a larger one.
+    pub(crate) fn deliver(self) -> (Guest, Result<usize, CallError>) {
+        let (mut guest, written) = self.target.expect("a sink made by `into_guest`");
+        if self.spill.is_empty() {
+            return (*guest, Ok(written));
+        }
+        // Reserving replaces the buffer, so the part already in it is kept aside first.
+        let moved = guest.input_mut(written).map(|head| head.to_vec());
+        let len = written + self.spill.len();
+        let result = moved.and_then(|head| {
+            guest.reserve_input(len)?;
+            let input = guest.input_mut(len)?;
+            input[..written].copy_from_slice(&head);
+            input[written..].copy_from_slice(&self.spill);
+            Ok(len)
+        });
+        (*guest, result)
+    }
+}
+
+/// `hotswap.state_chunk(ptr, len)`: appends a piece of the state being exported to the
+/// exporting instance's sink, bounds-checked.
+pub(crate) fn state_chunk(
+    mut caller: Caller<'_, GuestCtx>,
+    ptr: i32,
+    len: i32,
+) -> wasmtime::Result<()> {
+    let refuse = |error| wasmtime::Error::new(HostRefusal(error));
+    let memory = caller
+        .get_export(abi::MEMORY)
+        .and_then(Extern::into_memory)
+        .ok_or_else(|| refuse(CallError::Abi("no memory export".into())))?;
+    let (data, ctx) = memory.data_and_store_mut(&mut caller);
+    let limit = ctx.max_memory;
+    let sink = ctx.state_sink.as_mut().ok_or_else(|| {
+        refuse(CallError::Abi(
+            "`hotswap.state_chunk` was called outside `hotswap_export_state`".into(),
+        ))
+    })?;
+    let piece = guest_range(
+        data,
+        ptr as u32 as usize,
+        len as u32 as usize,
+        "a state chunk",
+    )
+    .map_err(refuse)?;
+    sink.append(piece, limit).map_err(refuse)
+}
+
+/// A guest's linear memory, reached without wasmtime's lookup on the per-event path.
+///
+/// `Memory::data` finds a memory's bounds through a chain of dependent loads (store, instance,
+/// vmctx, memory definition), about 10 ns each time, and an event needs two (write the input,
+/// read the output): that was half of the host's share of a dispatch (BENCHMARKS.md). The engine
+/// is built with `memory_may_move(false)`, so the base address is fixed for the instance's life,
+/// and linear memory never shrinks, so any length seen once stays a valid bound. This keeps both
+/// and looks the length up again only when an access falls beyond it.
+struct LinearMemory {
+    memory: Memory,
+    base: NonNull<u8>,
+    /// A length the memory has at least.
+    known_len: usize,
+}
+
+// SAFETY: `base` points into memory owned by the `Store` beside it in `Guest`, and is only
+// dereferenced through a borrow of that `Guest`, on whichever thread holds it.
+unsafe impl Send for LinearMemory {}
+
+impl LinearMemory {
+    fn new(memory: Memory, store: &Store<GuestCtx>) -> Result<LinearMemory, SwapError> {
+        let base = NonNull::new(memory.data_ptr(store))
+            .ok_or_else(|| SwapError::Instantiate("the module's memory has no address".into()))?;
+        Ok(LinearMemory {
+            memory,
+            base,
+            known_len: memory.data_size(store),
+        })
+    }
+
+    /// The address of `at`, if `at..at + len` lies in the memory; an ABI error naming `what`
+    /// otherwise.
+    #[inline]
+    fn span(
+        &mut self,
+        store: &Store<GuestCtx>,
+        at: usize,
+        len: usize,
+        what: &str,
+    ) -> Result<NonNull<u8>, CallError> {
+        let end = at.checked_add(len);
+        if end.is_none_or(|end| end > self.known_len) {
+            // The memory may have grown since.
+            self.known_len = self.memory.data_size(store);
+            debug_assert_eq!(self.memory.data_ptr(store), self.base.as_ptr());
+            if end.is_none_or(|end| end > self.known_len) {
+                return Err(outside(what, at, len, self.known_len));
+            }
+        }
+        // SAFETY: `at <= known_len`, which is within the memory's mapping.
+        Ok(unsafe { self.base.add(at) })
+    }
 }
 
 /// `memory[ptr..ptr + len]`, or an ABI error if a guest-supplied range lies outside memory.
@@ -363,10 +575,13 @@ fn guest_range<'m>(
 ) -> Result<&'m [u8], CallError> {
     ptr.checked_add(len)
         .and_then(|end| memory.get(ptr..end))
-        .ok_or_else(|| {
-            CallError::Abi(format!(
-                "{what} ({ptr}+{len}) lies outside the guest's {}-byte memory",
-                memory.len()
-            ))
-        })
+        .ok_or_else(|| outside(what, ptr, len, memory.len()))
+}
+
+/// The ABI error for a guest-supplied range that lies outside the guest's memory.
+#[cold]
+fn outside(what: &str, at: usize, len: usize, memory_len: usize) -> CallError {
+    CallError::Abi(format!(
+        "{what} ({at}+{len}) lies outside the guest's {memory_len}-byte memory"
+    ))
 }

@@ -3,6 +3,8 @@
 //! cache of compiled modules by content hash.
 
 use crate::compile::{Compiled, ModuleHash};
+use crate::error::CallError;
+use crate::guest::StateSink;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -60,6 +62,8 @@ pub(crate) struct GuestCtx {
     pub(crate) max_memory: usize,
     /// Where the instance's memory size is published as it grows (see [`crate::App::memory_watch`]).
     pub(crate) memory_watch: Option<Arc<AtomicUsize>>,
+    /// Where `hotswap.state_chunk` puts the state, during `hotswap_export_state` only.
+    pub(crate) state_sink: Option<StateSink>,
 }
 
 /// The most elements a guest's table may have.
@@ -115,6 +119,18 @@ impl std::fmt::Display for GuestAbort {
 
 impl std::error::Error for GuestAbort {}
 
+/// A host import refused a guest's call: the call traps with this, and fails with the error.
+#[derive(Debug)]
+pub(crate) struct HostRefusal(pub(crate) CallError);
+
+impl std::fmt::Display for HostRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for HostRefusal {}
+
 /// The engine, linker, limits and module cache shared by every instance of every version.
 pub struct Runtime {
     pub(crate) engine: Engine,
@@ -129,6 +145,10 @@ impl Runtime {
     pub fn new(config: Config) -> anyhow::Result<Arc<Self>> {
         let mut engine_config = wasmtime::Config::new();
         engine_config.epoch_interruption(true);
+        // Linear memories stay where they were first mapped (each reserves its whole 32-bit
+        // range up front, so none needs to move to grow): `Guest` relies on it to reach guest
+        // memory without a lookup per access.
+        engine_config.memory_may_move(false);
         // For profiling guests: `HOTSWAP_PERFMAP=1 perf record ...` names compiled guest
         // functions in perf's reports (BENCHMARKS.md was profiled this way).
         if std::env::var_os("HOTSWAP_PERFMAP").is_some() {
@@ -145,6 +165,11 @@ impl Runtime {
                 let message = read_guest_string(&mut caller, ptr, len);
                 Err(wasmtime::Error::new(GuestAbort(message)))
             },
+        )?;
+        linker.func_wrap(
+            hotswap_abi::HOST_MODULE,
+            hotswap_abi::HOST_STATE_CHUNK,
+            crate::guest::state_chunk,
         )?;
 
         Ok(Arc::new(Runtime {

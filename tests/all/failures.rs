@@ -371,3 +371,133 @@ fn a_trap_while_warming_is_reported_as_a_lost_instance() {
     assert!(error.to_string().contains("hotswap_warm"), "{error}");
     assert_eq!(state(&mut app), 1i64.to_le_bytes());
 }
+
+/// `abi_module` with its state set to eight distinct bytes at start, exported in three pieces:
+/// two through `hotswap.state_chunk` and the last as the output.
+fn streaming_module() -> String {
+    abi_module(&[
+        (
+            "import",
+            r#"(import "hotswap" "state_chunk" (func $chunk (param i32 i32)))"#,
+        ),
+        (
+            "hotswap_start",
+            r#"(func (export "hotswap_start") (result i32) (global.set $value (i64.const 0x0102030405060708)) (call $out (i32.const 0) (i32.const 0) (i32.const 0)))"#,
+        ),
+        (
+            "hotswap_export_state",
+            r#"(func (export "hotswap_export_state") (result i32) (i64.store (i32.const 512) (global.get $value)) (call $chunk (i32.const 512) (i32.const 3)) (call $chunk (i32.const 515) (i32.const 2)) (call $out (i32.const 517) (i32.const 3) (i32.const 0)))"#,
+        ),
+    ])
+}
+
+#[test]
+fn a_state_streamed_in_pieces_arrives_whole() {
+    let runtime = runtime();
+    let expected = 0x0102030405060709i64.to_le_bytes();
+    // Into host memory (`hotswap state`).
+    let mut app = start_wat(&runtime, &streaming_module());
+    app.message(b"x").unwrap();
+    assert_eq!(state(&mut app), expected);
+    // Into the new instance: without a reserved buffer (the host keeps the pieces and copies
+    // them in after), into one that holds the state, and into one that holds only the first
+    // piece (the rest goes through host memory).
+    for reserve in [None, Some(8), Some(4)] {
+        let mut app = start_wat(&runtime, &streaming_module());
+        app.message(b"x").unwrap();
+        let mut prepared = prepare_wat(&runtime, &abi_module(&[])).unwrap();
+        if let Some(len) = reserve {
+            prepared.reserve_state(len).unwrap();
+        }
+        let report = app.swap(prepared).unwrap();
+        assert_eq!(report.state_len, 8, "{reserve:?}");
+        assert_eq!(state(&mut app), expected, "{reserve:?}");
+    }
+}
+
+#[test]
+fn state_chunks_are_checked() {
+    let runtime = runtime();
+    let chunk_import = (
+        "import",
+        r#"(import "hotswap" "state_chunk" (func $chunk (param i32 i32)))"#,
+    );
+    // A piece outside memory: the swap is refused and the old version keeps serving.
+    let wat = abi_module(&[
+        chunk_import,
+        (
+            "hotswap_export_state",
+            r#"(func (export "hotswap_export_state") (result i32) (call $chunk (i32.const 65530) (i32.const 100)) (call $out (i32.const 0) (i32.const 0) (i32.const 0)))"#,
+        ),
+    ]);
+    let mut app = start_wat(&runtime, &wat);
+    let refused = app
+        .swap(prepare_wat(&runtime, &abi_module(&[])).unwrap())
+        .unwrap_err();
+    assert!(
+        matches!(&refused.error, SwapError::Export(CallError::Abi(m)) if m.contains("a state chunk (65530+100) lies outside")),
+        "{refused}"
+    );
+    app.message(b"x").unwrap();
+    // Called outside an export.
+    let wat = abi_module(&[
+        chunk_import,
+        (
+            "hotswap_message",
+            r#"(func (export "hotswap_message") (param i32) (result i32) (call $chunk (i32.const 0) (i32.const 8)) (call $out (i32.const 0) (i32.const 0) (i32.const 0)))"#,
+        ),
+    ]);
+    let error = start_wat(&runtime, &wat).message(b"x").unwrap_err();
+    assert!(
+        matches!(&error.error, CallError::Abi(m) if m.contains("outside `hotswap_export_state`")),
+        "{error}"
+    );
+    // The same page handed over again and again: the state may not outgrow the memory limit,
+    // which would make the host hold it all.
+    let limited = runtime_with(hotswap::Config {
+        inherit_stdio: false,
+        max_memory: 4 << 20,
+        ..hotswap::Config::default()
+    });
+    let wat = abi_module(&[
+        chunk_import,
+        (
+            "hotswap_export_state",
+            r#"(func (export "hotswap_export_state") (result i32) (loop $again (call $chunk (i32.const 0) (i32.const 65536)) (br $again)) (i32.const 0))"#,
+        ),
+    ]);
+    let mut app = start_wat(&limited, &wat);
+    let refused = app
+        .swap(prepare_wat(&limited, &abi_module(&[])).unwrap())
+        .unwrap_err();
+    assert!(
+        matches!(refused.error, SwapError::Export(CallError::MemoryLimit(_))),
+        "{refused}"
+    );
+    assert!(matches!(app.export_state(), Err(CallError::MemoryLimit(_))));
+}
+
+#[test]
+fn outputs_in_memory_grown_during_the_call_are_read_and_still_checked() {
+    let runtime = runtime();
+    // Each message grows memory by a page and replies from the page it just got.
+    let wat = abi_module(&[(
+        "hotswap_message",
+        r#"(func (export "hotswap_message") (param i32) (result i32) (local $at i32) (local.set $at (i32.mul (memory.grow (i32.const 1)) (i32.const 65536))) (i32.store8 (local.get $at) (i32.const 42)) (call $out (local.get $at) (i32.const 1) (i32.const 0)))"#,
+    )]);
+    let mut app = start_wat(&runtime, &wat);
+    for pages in 2..5 {
+        assert_eq!(app.message(b"x").unwrap(), [42]);
+        assert_eq!(app.memory_size(), pages * 65536);
+    }
+    // One byte past the end of the grown memory is still refused.
+    let wat = abi_module(&[(
+        "hotswap_message",
+        r#"(func (export "hotswap_message") (param i32) (result i32) (drop (memory.grow (i32.const 1))) (call $out (i32.const 131071) (i32.const 2) (i32.const 0)))"#,
+    )]);
+    let error = start_wat(&runtime, &wat).message(b"x").unwrap_err();
+    assert!(
+        matches!(&error.error, CallError::Abi(m) if m.contains("the output (131071+2) lies outside the guest's 131072-byte memory")),
+        "{error}"
+    );
+}
