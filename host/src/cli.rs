@@ -194,6 +194,8 @@ pub fn execute(cli: Cli) -> anyhow::Result<()> {
 
 /// Sends a request to a running host and prints its answer; a failed request is an error.
 fn ask(args: &ControlArgs, request: &Request) -> anyhow::Result<()> {
+    // A client only waits for the host's answer: it should not take a core from the host.
+    crate::serve::background_priority();
     let path = match &args.control {
         Some(path) => path.clone(),
         None => control::discover()?,

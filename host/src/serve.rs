@@ -87,6 +87,11 @@ struct Host {
 
 /// Runs the app until stdin ends.
 pub fn run(runtime: Arc<Runtime>, options: &RunOptions) -> anyhow::Result<()> {
+    // Cranelift compiles on rayon's global pool: its threads work in the background too. (If
+    // the pool already exists, it keeps its threads as they are.)
+    let _ = rayon::ThreadPoolBuilder::new()
+        .start_handler(|_| background_priority())
+        .build_global();
     let path = &options.module;
     let name = display_name(path);
     let started = Instant::now();
@@ -364,6 +369,23 @@ fn report_json(report: &SwapReport) -> serde_json::Value {
     })
 }
 
+/// Moves the calling thread to the background: on Linux, the `SCHED_IDLE` policy, which runs it
+/// only on a core that nothing else wants. Preparing a version (compiling, instantiating,
+/// warming) must not take a core from the threads that serve events: on a busy machine, a woken
+/// serving thread would otherwise wait for the preparing thread's time slice to end, and a
+/// request across a swap would take milliseconds longer (BENCHMARKS.md). The price: on a machine
+/// kept fully busy, a swap waits for idle time. Dropping old instances stays at normal priority,
+/// so their memory never piles up.
+pub(crate) fn background_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: a system call on the calling thread (pid 0) with a valid `sched_param`. Failure
+    // leaves the priority as it was, which is harmless.
+    unsafe {
+        let param = libc::sched_param { sched_priority: 0 };
+        libc::sched_setscheduler(0, libc::SCHED_IDLE, &param);
+    }
+}
+
 /// The host's own log line, on stderr.
 fn log(message: std::fmt::Arguments<'_>) {
     eprintln!("hotswap: {message}");
@@ -441,6 +463,7 @@ fn prepare(
     http: bool,
     reply: Reply,
 ) -> Event {
+    background_priority();
     let name = display_name(source);
     let attempted = format!("{name}@{}", ModuleHash::of(bytes));
     log(format_args!(

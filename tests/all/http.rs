@@ -3,85 +3,9 @@
 
 use crate::cli::{Running, run, stderr};
 use hotswap_tests::*;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-/// One keep-alive HTTP/1.1 connection.
-pub struct Conn {
-    reader: BufReader<TcpStream>,
-}
-
-/// A response: status, headers (names lowercase), body.
-pub struct Reply {
-    pub status: u16,
-    pub headers: Vec<(String, String)>,
-    pub body: String,
-}
-
-impl Reply {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-impl Conn {
-    pub fn open(addr: &str) -> Self {
-        let stream = TcpStream::connect(addr).expect("connect");
-        stream.set_nodelay(true).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(60)))
-            .unwrap();
-        Conn {
-            reader: BufReader::new(stream),
-        }
-    }
-
-    pub fn request(&mut self, method: &str, path: &str, body: &str) -> std::io::Result<Reply> {
-        let stream = self.reader.get_mut();
-        write!(
-            stream,
-            "{method} {path} HTTP/1.1\r\nhost: test\r\ncontent-length: {}\r\n\r\n{body}",
-            body.len()
-        )?;
-        stream.flush()?;
-        let mut line = String::new();
-        self.reader.read_line(&mut line)?;
-        let status = line
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))?;
-        let mut headers = Vec::new();
-        loop {
-            line.clear();
-            self.reader.read_line(&mut line)?;
-            let header = line.trim_end();
-            if header.is_empty() {
-                break;
-            }
-            if let Some((name, value)) = header.split_once(':') {
-                headers.push((name.trim().to_lowercase(), value.trim().to_owned()));
-            }
-        }
-        let len: usize = headers
-            .iter()
-            .find(|(n, _)| n == "content-length")
-            .map_or(0, |(_, v)| v.parse().unwrap_or(0));
-        let mut body = vec![0; len];
-        self.reader.read_exact(&mut body)?;
-        Ok(Reply {
-            status,
-            headers,
-            body: String::from_utf8_lossy(&body).into_owned(),
-        })
-    }
-}
 
 /// Starts `hotswap run MODULE --http 127.0.0.1:0` with a control socket; returns the host, the
 /// address it serves and the socket.
