@@ -100,7 +100,11 @@ fn run(swapper: Swapper, duration: Duration) {
         if let Some(wait) = due.checked_duration_since(Instant::now()) {
             std::thread::sleep(wait);
         }
-        let module = if i.is_multiple_of(2) { TODO_V3 } else { TODO_V2 };
+        let module = if i.is_multiple_of(2) {
+            TODO_V3
+        } else {
+            TODO_V2
+        };
         swaps.push(swap(swapper, &socket, module));
         i += 1;
     }
