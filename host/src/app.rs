@@ -339,9 +339,14 @@ impl App {
     }
 
     /// A copy of the current state as the running code exports it (what a swap would carry).
-    pub fn export_state(&mut self) -> Result<Vec<u8>, CallError> {
+    /// An export that traps loses the instance, as any event would: the state moves into a
+    /// fresh one.
+    pub fn export_state(&mut self) -> Result<Vec<u8>, EventError> {
         let (sink, result) = self.guest.export_state(StateSink::in_host());
-        result.map(|()| sink.into_bytes())
+        match result {
+            Ok(()) => Ok(sink.into_bytes()),
+            Err(error) => Err(self.failed(error)),
+        }
     }
 
     /// Swaps in a prepared version, carrying the state over. On refusal, the running version and
