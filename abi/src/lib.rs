@@ -64,7 +64,7 @@
 //! # HTTP (optional)
 //!
 //! An app that serves HTTP also exports `hotswap_http: (len: i32) -> i32` ([`HTTP_FN`]): the
-//! input is one request encoded as MessagePack ([`msgpack`]), the output one response, both as maps with
+//! input is one request encoded as MessagePack (the `hotswap-msgpack` crate's encoding, which is `rmp-serde`'s), the output one response, both as maps with
 //! named fields: [`http::Request`] `{method, path, query, headers: [[name, value]], body}` and
 //! [`http::Response`] `{status, headers, body}`, where header values and bodies are binary.
 //! The host requires this export only when it serves HTTP (`hotswap run --http`), and then also
@@ -96,7 +96,7 @@
 //! # State versions
 //!
 //! The state bytes are opaque to the host; the guest chooses their encoding (the Rust SDK uses
-//! MessagePack with named fields, [`msgpack`]; the host decodes it only to show the state). An import whose `version` equals the code's state version is
+//! MessagePack with named fields, through the `hotswap-msgpack` crate; the host decodes it only to show the state). An import whose `version` equals the code's state version is
 //! read directly; an older `version` is migrated by the code; a newer one must be refused. The
 //! host never alters state bytes; it copies them once, from the old instance's memory into the new
 //! instance's input buffer.
@@ -238,9 +238,6 @@ pub const EXPORTS: &[Export] = &[
 
 /// Size in bytes of the output descriptor: `{ ptr: u32, len: u32 }`.
 pub const OUTPUT_DESCRIPTOR_LEN: usize = 8;
-
-#[cfg(feature = "serde")]
-pub mod msgpack;
 
 /// The HTTP request and response that `hotswap_http` takes and returns, MessagePack-encoded
 /// with named fields (enable the `serde` feature for the types).

@@ -165,7 +165,7 @@ impl From<&str> for MigrateError {
 
 /// Decodes state bytes as `T`: use it in [`App::migrate`] to read an old version's shape.
 pub fn decode<T: DeserializeOwned>(state: &[u8]) -> Result<T, MigrateError> {
-    hotswap_abi::msgpack::from_slice(state).map_err(|e| {
+    hotswap_msgpack::from_slice(state).map_err(|e| {
         MigrateError::new(format!(
             "cannot decode the state as `{}`: {e}",
             std::any::type_name::<T>()
@@ -267,7 +267,7 @@ pub mod de {
 pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     let mut out = Vec::new();
     // Writing to a Vec cannot fail; a Serialize impl that errors is the app's bug.
-    if let Err(e) = hotswap_abi::msgpack::write(&mut out, value) {
+    if let Err(e) = hotswap_msgpack::write(&mut out, value) {
         panic!("cannot encode `{}`: {e}", std::any::type_name::<T>());
     }
     out
@@ -358,7 +358,7 @@ mod fields {
         let Some(fields) = struct_fields::<A>() else {
             return Ok(());
         };
-        let mut decoder = hotswap_abi::msgpack::Deserializer::new(state);
+        let mut decoder = hotswap_msgpack::Deserializer::new(state);
         // A state that is not a map (or does not decode) is for `decode` to judge.
         let Ok(Some(found)) = (&mut decoder).deserialize_any(ForeignKeys(fields)) else {
             return Ok(());
@@ -549,10 +549,10 @@ pub mod __private {
             let _ = out.try_reserve(STATE_CHUNK + STATE_CHUNK / 4);
             #[cfg(target_arch = "wasm32")]
             let encoded =
-                hotswap_abi::msgpack::write_chunked(&mut out, STATE_CHUNK, &mut state_chunk, app);
+                hotswap_msgpack::write_chunked(&mut out, STATE_CHUNK, &mut state_chunk, app);
             // Off wasm there is no host to take the pieces.
             #[cfg(not(target_arch = "wasm32"))]
-            let encoded = hotswap_abi::msgpack::write(&mut out, app);
+            let encoded = hotswap_msgpack::write(&mut out, app);
             if let Err(e) = encoded {
                 return rt.fail(&format!("cannot encode the state: {e}"));
             }
@@ -573,14 +573,14 @@ pub mod __private {
             let Some(app) = &mut rt.app else {
                 return rt.fail("the app has not started");
             };
-            let request = match hotswap_abi::msgpack::from_slice(host_written(&rt.input, len)) {
+            let request = match hotswap_msgpack::from_slice(host_written(&rt.input, len)) {
                 Ok(request) => request,
                 Err(e) => return rt.fail(&format!("cannot decode the HTTP request: {e}")),
             };
             let response = app.http(&request);
             let mut out = std::mem::take(&mut rt.output);
             out.clear();
-            match hotswap_abi::msgpack::write(&mut out, &response) {
+            match hotswap_msgpack::write(&mut out, &response) {
                 Ok(()) => rt.succeed(out),
                 Err(e) => rt.fail(&format!("cannot encode the HTTP response: {e}")),
             }

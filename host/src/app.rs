@@ -325,13 +325,13 @@ impl App {
     /// Delivers an HTTP request and returns the app's response.
     pub fn http(&mut self, request: &http::Request) -> Result<http::Response, EventError> {
         self.stats.events += 1;
-        let encoded = hotswap_abi::msgpack::to_vec(request).map_err(|e| EventError {
+        let encoded = hotswap_msgpack::to_vec(request).map_err(|e| EventError {
             error: CallError::Failed(format!("cannot encode the request: {e}")),
             recovery: None,
         })?;
         let decoded = match self.guest.http(&encoded) {
             // The response comes from the guest: a malformed one breaks the ABI.
-            Ok(bytes) => hotswap_abi::msgpack::from_slice(bytes)
+            Ok(bytes) => hotswap_msgpack::from_slice(bytes)
                 .map_err(|e| CallError::Abi(format!("the HTTP response does not decode: {e}"))),
             Err(error) => Err(error),
         };

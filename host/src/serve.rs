@@ -321,7 +321,7 @@ impl Host {
                 Ok(bytes) => {
                     // The SDK's encoding is MessagePack; anything else is shown as its size only.
                     let decoded: Option<serde_json::Value> =
-                        hotswap_abi::msgpack::from_slice(&bytes).ok();
+                        hotswap_msgpack::from_slice(&bytes).ok();
                     let message = match &decoded {
                         Some(value) => serde_json::to_string_pretty(value).unwrap_or_default(),
                         None => format!("({} bytes that are not MessagePack)", bytes.len()),

@@ -1,4 +1,4 @@
-//! The MessagePack codec that both sides use for state and HTTP messages.
+//! The MessagePack codec that the Hotswap host and its guests share, for state and HTTP messages.
 //!
 //! # Encoding
 //!
@@ -32,6 +32,9 @@
 //! Decoding never reads outside the input, caps how deep arrays and maps nest
 //! ([`MAX_DEPTH`]), never reserves memory from a length it has not checked against the bytes
 //! left, and refuses bytes left over after the value.
+
+#![no_std]
+#![deny(missing_docs)]
 
 extern crate alloc;
 
@@ -1111,7 +1114,7 @@ mod tests {
         floats: (f32, f64),
         chars: Vec<char>,
         strings: Vec<String>,
-        bytes: crate::http::Bytes,
+        bytes: hotswap_abi::http::Bytes,
         byte_seq: Vec<u8>,
         options: Vec<Option<u16>>,
         unit: (),
@@ -1166,7 +1169,7 @@ mod tests {
                 .chain(lengths.iter().copied())
                 .map(|n| "ab€d".chars().cycle().take(n).collect())
                 .collect(),
-            bytes: crate::http::Bytes((0..300).map(|i| i as u8).collect()),
+            bytes: hotswap_abi::http::Bytes((0..300).map(|i| i as u8).collect()),
             byte_seq: vec![0, 200, 255],
             options: vec![None, Some(0), Some(300)],
             unit: (),
@@ -1335,7 +1338,7 @@ mod tests {
         assert!(refused(&[0xd4, 0, 0]).contains("extension"));
         // The same inside an unknown field, which is skipped rather than decoded.
         let unknown_ext = [0x81, 0xa1, b'z', 0xd4, 0x00, 0x01];
-        let err = from_slice::<crate::http::Response>(&unknown_ext).unwrap_err();
+        let err = from_slice::<hotswap_abi::http::Response>(&unknown_ext).unwrap_err();
         assert!(err.to_string().contains("extension"), "{err}");
         let mut trailing = to_vec(&everything()).unwrap();
         trailing.push(0);
@@ -1347,8 +1350,8 @@ mod tests {
                 .contains("UTF-8")
         );
         assert_eq!(
-            from_slice::<crate::http::Bytes>(&[0xa2, 0xff, 0xfe]).unwrap(),
-            crate::http::Bytes(vec![0xff, 0xfe])
+            from_slice::<hotswap_abi::http::Bytes>(&[0xa2, 0xff, 0xfe]).unwrap(),
+            hotswap_abi::http::Bytes(vec![0xff, 0xfe])
         );
     }
 
