@@ -20,6 +20,9 @@
 //! | unit variant | str: the variant's name |
 //! | newtype, tuple, struct variant | a map of one entry, from the variant's name to the value, array or struct map |
 //!
+//! Encoding refuses a value that nests deeper than [`MAX_DEPTH`] levels of arrays and maps,
+//! which decoding would refuse.
+//!
 //! Decoding accepts every int format for every integer type (range-checked by serde), structs
 //! as maps or arrays, and a bin where a sequence of bytes is expected. A string that is not
 //! UTF-8 is offered as bytes.
@@ -44,8 +47,13 @@ use core::fmt;
 use serde::de::{self, DeserializeSeed, Visitor};
 use serde::ser::{self, Serialize};
 
-/// How deep arrays and maps may nest when decoding: each level costs the decoder some stack,
-/// and a guest's stack is small (1 MiB by default).
+/// How deep arrays and maps may nest, in encoding and in decoding alike: each level costs the
+/// decoder some stack, and a guest's stack is small (1 MiB by default).
+///
+/// Both sides count the same way: every array and map is a level, whatever serde type it holds
+/// (sequence, tuple, map, struct, unit struct), and a newtype, tuple or struct variant is the
+/// map of one entry around its content, so a level more. A value that encodes decodes; one that
+/// nests deeper is refused when it is written, not when it is read back.
 pub const MAX_DEPTH: u32 = 256;
 
 /// Why a value could not be encoded or decoded.
@@ -89,12 +97,13 @@ pub fn write<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) -> Result<(), 
         out,
         flush_at: usize::MAX,
         flush: &mut |_| {},
+        depth: 0,
     })
 }
 
 /// Encodes `value` into `out` in pieces: whenever `out` holds at least `chunk` bytes between two
 /// elements of a sequence or map, it is handed to `flush` and cleared. What is left in `out` at
-/// the end is the last piece; the pieces in order are the encoding [`write`] gives. `out` stays
+/// the end is the last piece; the pieces in order are the encoding [`write()`] gives. `out` stays
 /// about `chunk` bytes long (longer only by one element, or while an array or map of unknown
 /// length is open), so a large value is encoded without a buffer its size.
 pub fn write_chunked<T: Serialize + ?Sized>(
@@ -107,6 +116,7 @@ pub fn write_chunked<T: Serialize + ?Sized>(
         out,
         flush_at: chunk.max(1),
         flush,
+        depth: 0,
     })
 }
 
@@ -127,9 +137,31 @@ struct Serializer<'a> {
     /// How full `out` may get before it is flushed; `usize::MAX` never flushes.
     flush_at: usize,
     flush: &'a mut dyn FnMut(&[u8]),
+    /// How many arrays and maps are open around what is written next.
+    depth: u32,
 }
 
 impl Serializer<'_> {
+    /// Opens an array or map: refuses a level past [`MAX_DEPTH`], as the decoder would.
+    #[inline]
+    fn enter(&mut self) -> Result<(), Error> {
+        if self.depth >= MAX_DEPTH {
+            return Err(error(alloc::format!(
+                "the value nests deeper than {MAX_DEPTH} levels of arrays and maps \
+                 (hotswap_msgpack::MAX_DEPTH), which no decoder here reads back"
+            )));
+        }
+        self.depth += 1;
+        Ok(())
+    }
+
+    /// The map of one entry that holds a newtype, tuple or struct variant, up to its content.
+    fn variant(&mut self, variant: &str) -> Result<(), Error> {
+        self.enter()?;
+        self.map(1)?;
+        self.str(variant)
+    }
+
     /// Between two elements of a sequence or map: hands a full buffer to `flush`.
     #[inline]
     fn between_elements(&mut self) {
@@ -282,6 +314,8 @@ struct Compound<'s, 'a> {
     /// For an unknown length: the placeholder header, patched at the end.
     pending: Option<Pending>,
     count: usize,
+    /// The levels of nesting it opened: 1, or 2 for a variant's map around its array or map.
+    levels: u32,
 }
 
 /// An array or map whose length is written at its end.
@@ -297,6 +331,7 @@ struct Pending {
 impl<'s, 'a> Compound<'s, 'a> {
     /// Writes the header of an array or map of `len` entries (a placeholder if unknown).
     fn begin(ser: &'s mut Serializer<'a>, len: Option<usize>, is_map: bool) -> Result<Self, Error> {
+        ser.enter()?;
         let pending = match len {
             Some(len) if is_map => ser.map(len).map(|()| None)?,
             Some(len) => ser.array(len).map(|()| None)?,
@@ -310,10 +345,18 @@ impl<'s, 'a> Compound<'s, 'a> {
             ser,
             pending,
             count: 0,
+            levels: 1,
         })
     }
 
+    /// The content of a variant (see [`Serializer::variant`]), which has opened a level.
+    fn in_variant(mut self) -> Self {
+        self.levels += 1;
+        self
+    }
+
     fn finish(self) -> Result<(), Error> {
+        self.ser.depth -= self.levels;
         let Some(Pending {
             at,
             is_map,
@@ -430,6 +473,9 @@ impl<'s, 'a> ser::Serializer for &'s mut Serializer<'a> {
     }
 
     fn serialize_unit_struct(self, _name: &'static str) -> Result<(), Error> {
+        // An empty array: a level to a decoder that reads it as any value.
+        self.enter()?;
+        self.depth -= 1;
         self.array(0)
     }
 
@@ -457,9 +503,10 @@ impl<'s, 'a> ser::Serializer for &'s mut Serializer<'a> {
         variant: &'static str,
         value: &T,
     ) -> Result<(), Error> {
-        self.map(1)?;
-        self.str(variant)?;
-        value.serialize(self)
+        self.variant(variant)?;
+        value.serialize(&mut *self)?;
+        self.depth -= 1;
+        Ok(())
     }
 
     fn serialize_seq(self, len: Option<usize>) -> Result<Compound<'s, 'a>, Error> {
@@ -485,9 +532,8 @@ impl<'s, 'a> ser::Serializer for &'s mut Serializer<'a> {
         variant: &'static str,
         len: usize,
     ) -> Result<Compound<'s, 'a>, Error> {
-        self.map(1)?;
-        self.str(variant)?;
-        self.serialize_seq(Some(len))
+        self.variant(variant)?;
+        Ok(self.serialize_seq(Some(len))?.in_variant())
     }
 
     fn serialize_map(self, len: Option<usize>) -> Result<Compound<'s, 'a>, Error> {
@@ -505,9 +551,8 @@ impl<'s, 'a> ser::Serializer for &'s mut Serializer<'a> {
         variant: &'static str,
         len: usize,
     ) -> Result<Compound<'s, 'a>, Error> {
-        self.map(1)?;
-        self.str(variant)?;
-        self.serialize_map(Some(len))
+        self.variant(variant)?;
+        Ok(self.serialize_map(Some(len))?.in_variant())
     }
 }
 
@@ -538,7 +583,7 @@ macro_rules! known_length {
             }
 
             fn end(self) -> Result<(), Error> {
-                Ok(())
+                self.finish()
             }
         }
     )*};
@@ -586,7 +631,7 @@ macro_rules! named_fields {
             }
 
             fn end(self) -> Result<(), Error> {
-                Ok(())
+                self.finish()
             }
         }
     )*};
@@ -675,7 +720,8 @@ impl<'de> Deserializer<'de> {
     fn nested<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T, Error>) -> Result<T, Error> {
         if self.depth >= MAX_DEPTH {
             return Err(error(alloc::format!(
-                "arrays and maps nest deeper than {MAX_DEPTH} levels"
+                "arrays and maps nest deeper than {MAX_DEPTH} levels \
+                 (hotswap_msgpack::MAX_DEPTH)"
             )));
         }
         self.depth += 1;
@@ -971,10 +1017,15 @@ impl<'de> de::Deserializer<'de> for &mut Deserializer<'de> {
         visitor: V,
     ) -> Result<V::Value, Error> {
         match self.peek()? {
-            0xc0 | 0x90 => {
+            0xc0 => {
                 self.input = &self.input[1..];
                 visitor.visit_unit()
             }
+            // An empty array is a level, as it is to the encoder and to any other reader.
+            0x90 => self.nested(|de| {
+                de.input = &de.input[1..];
+                visitor.visit_unit()
+            }),
             _ => self.any(visitor, true),
         }
     }
@@ -1082,6 +1133,7 @@ impl<'de> de::Deserializer<'de> for &mut Deserializer<'de> {
 mod tests {
     extern crate std;
     use super::*;
+    use alloc::boxed::Box;
     use alloc::collections::BTreeMap;
     use alloc::vec;
     use serde::{Deserialize, Serialize};
@@ -1355,27 +1407,117 @@ mod tests {
         );
     }
 
+    /// Runs `f` on a thread with a large stack: unoptimised test builds use far more stack per
+    /// level of nesting than a release guest.
+    fn with_stack<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        std::thread::Builder::new()
+            .stack_size(64 << 20)
+            .spawn(f)
+            .unwrap()
+            .join()
+            .unwrap()
+    }
+
     #[test]
-    fn nesting_is_capped() {
-        #[derive(Debug, Deserialize)]
-        #[allow(dead_code)]
+    fn nesting_is_capped_on_both_sides() {
+        #[derive(Debug, PartialEq, Serialize, Deserialize)]
         struct Tree(Vec<Tree>);
+        let tree = |depth: u32| (1..depth).fold(Tree(Vec::new()), |t, _| Tree(vec![t]));
         let nested = |depth| -> Vec<u8> {
             core::iter::repeat_n(0x91, depth - 1)
                 .chain([0x90])
                 .collect()
         };
-        // Unoptimised test builds use far more stack per level than a release guest.
-        let decode = move |bytes: Vec<u8>| {
-            std::thread::Builder::new()
-                .stack_size(64 << 20)
-                .spawn(move || from_slice::<Tree>(&bytes).map(drop))
-                .unwrap()
-                .join()
-                .unwrap()
-        };
-        assert!(decode(nested(MAX_DEPTH as usize)).is_ok());
-        let refused = decode(nested(MAX_DEPTH as usize + 1)).unwrap_err();
-        assert!(refused.to_string().contains("nest deeper"), "{refused}");
+        with_stack(move || {
+            let at_cap = to_vec(&tree(MAX_DEPTH)).unwrap();
+            assert_eq!(at_cap, nested(MAX_DEPTH as usize));
+            assert_eq!(from_slice::<Tree>(&at_cap).unwrap(), tree(MAX_DEPTH));
+
+            let too_deep = to_vec(&tree(MAX_DEPTH + 1)).unwrap_err().to_string();
+            assert!(too_deep.contains("deeper than 256 levels"), "{too_deep}");
+            assert!(too_deep.contains("MAX_DEPTH"), "{too_deep}");
+            let refused = from_slice::<Tree>(&nested(MAX_DEPTH as usize + 1)).unwrap_err();
+            assert!(
+                refused.to_string().contains("deeper than 256 levels"),
+                "{refused}"
+            );
+            assert!(refused.to_string().contains("MAX_DEPTH"), "{refused}");
+        });
+    }
+
+    #[test]
+    fn a_very_deep_value_is_refused_before_the_stack_runs_out() {
+        /// `depth` arrays of one element around a nil, built as it is written: no value to drop.
+        struct Deep(u32);
+        impl Serialize for Deep {
+            fn serialize<S: ser::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                if self.0 == 0 {
+                    return s.serialize_unit();
+                }
+                s.collect_seq([Deep(self.0 - 1)])
+            }
+        }
+        // On the test's own thread (2 MiB of stack unless RUST_MIN_STACK says otherwise).
+        let mut out = Vec::new();
+        let refused = write(&mut out, &Deep(50_000)).unwrap_err().to_string();
+        assert!(refused.contains("deeper than 256 levels"), "{refused}");
+        let refused = write_chunked(&mut Vec::new(), 16, &mut |_| {}, &Deep(50_000));
+        assert!(refused.unwrap_err().to_string().contains("MAX_DEPTH"));
+        assert!(to_vec(&Deep(MAX_DEPTH)).is_ok());
+    }
+
+    #[test]
+    fn encoder_and_decoder_count_levels_alike() {
+        /// Every way of nesting: each variant kind, and the compounds inside them.
+        #[derive(Debug, PartialEq, Serialize, Deserialize)]
+        enum Nest {
+            End,
+            Unit(Unit),
+            Boxed(Box<Nest>),
+            List(Vec<Nest>),
+            Pair(Box<Nest>, u8),
+            Named { inner: Box<Nest> },
+            Keyed(BTreeMap<u8, Nest>),
+            Tuple((Box<Nest>,)),
+            Opt(Option<Box<Nest>>),
+        }
+        fn build(shape: usize, depth: usize) -> Nest {
+            let wrap = |inner: Nest| match shape {
+                0 => Nest::Boxed(Box::new(inner)),
+                1 => Nest::List(vec![inner]),
+                2 => Nest::Pair(Box::new(inner), 1),
+                3 => Nest::Named {
+                    inner: Box::new(inner),
+                },
+                4 => Nest::Keyed([(7, inner)].into()),
+                5 => Nest::Tuple((Box::new(inner),)),
+                _ => Nest::Opt(Some(Box::new(inner))),
+            };
+            let leaf = if depth.is_multiple_of(2) {
+                Nest::End
+            } else {
+                Nest::Unit(Unit)
+            };
+            (0..depth).fold(leaf, |inner, _| wrap(inner))
+        }
+        with_stack(|| {
+            for shape in 0..7 {
+                let mut encoded = 0;
+                for depth in 80..300 {
+                    let value = build(shape, depth);
+                    // rmp-serde has no limit: the same bytes, whether or not ours refuses them.
+                    let bytes = rmp_serde::to_vec_named(&value).unwrap();
+                    let ours = to_vec(&value);
+                    let decoded = from_slice::<Nest>(&bytes);
+                    assert_eq!(ours.is_ok(), decoded.is_ok(), "shape {shape} depth {depth}");
+                    if let Ok(ours) = ours {
+                        assert_eq!(ours, bytes);
+                        assert_eq!(decoded.unwrap(), value);
+                        encoded += 1;
+                    }
+                }
+                assert!((10..200).contains(&encoded), "shape {shape}: {encoded}");
+            }
+        });
     }
 }
