@@ -101,11 +101,28 @@ pub fn write<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) -> Result<(), 
     })
 }
 
-/// Encodes `value` into `out` in pieces: whenever `out` holds at least `chunk` bytes between two
-/// elements of a sequence or map, it is handed to `flush` and cleared. What is left in `out` at
-/// the end is the last piece; the pieces in order are the encoding [`write()`] gives. `out` stays
-/// about `chunk` bytes long (longer only by one element, or while an array or map of unknown
-/// length is open), so a large value is encoded without a buffer its size.
+/// How many bytes past `chunk` the buffer of [`write_chunked`] may hold: at most a number
+/// (9 bytes) and a str header (5 bytes) are written between two points where it is flushed.
+pub const CHUNK_SLACK: usize = 14;
+
+/// Encodes `value` into `out` in pieces handed to `flush`. What is left in `out` at the end is
+/// the last piece; the pieces in order are exactly the bytes [`write()`] gives.
+///
+/// `out` is handed to `flush` and cleared before an element of an array or a key or value of a
+/// map once it holds `chunk` bytes or more, and before the payload of a str or bin that would
+/// not fit in what is left of the chunk (the payload's header goes with `out`). Such a payload
+/// of `chunk` bytes or more is then handed to `flush` as a piece of its own, straight from the
+/// value, without a copy; a shorter one starts the next piece in `out`.
+///
+/// So, starting empty, `out` never holds more than `chunk +` [`CHUNK_SLACK`] bytes, and an
+/// `out` with that much capacity never grows, however large the value or its strings. A piece
+/// handed to `flush` may be shorter than `chunk` but never empty; the last piece left in `out`
+/// may be empty. A `chunk` of 0 counts as 1.
+///
+/// The exception: an array or map whose length serde does not give beforehand (`collect_seq`
+/// over a filtered iterator, say) is written with a placeholder header that is patched at its
+/// end, so nothing is flushed while it is open: `out` holds all of it, strings included, and is
+/// flushed at the next element after it closes.
 pub fn write_chunked<T: Serialize + ?Sized>(
     out: &mut Vec<u8>,
     chunk: usize,
@@ -162,7 +179,8 @@ impl Serializer<'_> {
         self.str(variant)
     }
 
-    /// Between two elements of a sequence or map: hands a full buffer to `flush`.
+    /// Before an element of an array, or a key or value of a map: hands a full buffer to
+    /// `flush`.
     #[inline]
     fn between_elements(&mut self) {
         if self.out.len() >= self.flush_at {
@@ -235,8 +253,37 @@ impl Serializer<'_> {
         Ok(())
     }
 
+    /// Whether a str or bin of `len` bytes and its header would overflow the chunk.
+    #[inline]
+    fn overflows(&self, len: usize) -> bool {
+        len + 5 > self.flush_at.saturating_sub(self.out.len())
+    }
+
+    /// A str or bin that does not fit in what is left of the chunk: its header ends the piece in
+    /// `out`, and a payload of a chunk or more is a piece of its own, handed over uncopied.
+    #[cold]
+    fn spill(
+        &mut self,
+        payload: &[u8],
+        fix: Option<(u8, usize)>,
+        wide: [u8; 3],
+    ) -> Result<(), Error> {
+        self.header(payload.len(), fix, wide)?;
+        (self.flush)(self.out);
+        self.out.clear();
+        if payload.len() < self.flush_at {
+            self.out.extend_from_slice(payload);
+        } else {
+            (self.flush)(payload);
+        }
+        Ok(())
+    }
+
     #[inline]
     fn str(&mut self, v: &str) -> Result<(), Error> {
+        if self.overflows(v.len()) {
+            return self.spill(v.as_bytes(), Some((0xa0, 31)), [0xd9, 0xda, 0xdb]);
+        }
         // Most strings in state are short: one byte of header, and no call for it.
         if v.len() < 32 {
             push_short(self.out, 0xa0 | v.len() as u8, v.as_bytes());
@@ -453,6 +500,9 @@ impl<'s, 'a> ser::Serializer for &'s mut Serializer<'a> {
     }
 
     fn serialize_bytes(self, v: &[u8]) -> Result<(), Error> {
+        if self.overflows(v.len()) {
+            return self.spill(v, None, [0xc4, 0xc5, 0xc6]);
+        }
         self.out.reserve(5 + v.len());
         self.header(v.len(), None, [0xc4, 0xc5, 0xc6])?;
         self.out.extend_from_slice(v);
@@ -579,6 +629,7 @@ macro_rules! known_length {
             type Error = Error;
 
             fn $method<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Error> {
+                self.ser.between_elements();
                 value.serialize(&mut *self.ser)
             }
 
@@ -606,6 +657,7 @@ impl ser::SerializeMap for Compound<'_, '_> {
     }
 
     fn serialize_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Error> {
+        self.ser.between_elements();
         value.serialize(&mut *self.ser)
     }
 
@@ -1323,7 +1375,7 @@ mod tests {
         let whole = to_vec(&everything()).unwrap();
         for chunk in [1, 7, 64, 4096, 1 << 20] {
             let (flushed, last) = pieces(&everything(), chunk);
-            assert!(flushed.iter().all(|p| p.len() >= chunk), "{chunk}");
+            assert!(flushed.iter().all(|p| !p.is_empty()), "{chunk}");
             assert_eq!([flushed.concat(), last].concat(), whole, "{chunk}");
 
             let (flushed, last) = pieces(&Mixed, chunk);
@@ -1337,6 +1389,165 @@ mod tests {
         assert!(flushed.len() > 100);
         assert!(flushed.iter().all(|p| (1000..1005).contains(&p.len())));
         assert_eq!([flushed.concat(), last].concat(), to_vec(&numbers).unwrap());
+    }
+
+    /// A byte string that borrows, so that its pieces can be traced back to it.
+    struct Bin<'a>(&'a [u8]);
+
+    impl Serialize for Bin<'_> {
+        fn serialize<S: ser::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            s.serialize_bytes(self.0)
+        }
+    }
+
+    /// Encodes `value` with [`write_chunked`] into a buffer of `chunk + CHUNK_SLACK` bytes of
+    /// capacity: the pieces (with where each one lay), the last piece, and whether `out` grew.
+    fn traced<T: Serialize + ?Sized>(value: &T, chunk: usize) -> (Vec<(usize, Vec<u8>)>, bool) {
+        let mut out = Vec::with_capacity(chunk + CHUNK_SLACK);
+        let capacity = out.capacity();
+        let mut pieces = Vec::new();
+        let mut flush = |p: &[u8]| pieces.push((p.as_ptr() as usize, p.to_vec()));
+        write_chunked(&mut out, chunk, &mut flush, value).unwrap();
+        let grew = out.capacity() != capacity;
+        pieces.push((0, out));
+        (pieces, grew)
+    }
+
+    fn joined(pieces: &[(usize, Vec<u8>)]) -> Vec<u8> {
+        pieces.iter().flat_map(|(_, p)| p.iter().copied()).collect()
+    }
+
+    #[test]
+    fn long_strings_and_bins_go_to_flush_uncopied() {
+        #[derive(Serialize)]
+        enum Wrapped<'a> {
+            Text(&'a str),
+            Both { text: &'a str, bin: Bin<'a> },
+        }
+        #[derive(Serialize)]
+        struct Holder<'a> {
+            text: &'a str,
+            bin: Bin<'a>,
+            list: Vec<&'a str>,
+            bins: Vec<Bin<'a>>,
+            map: BTreeMap<&'a str, Bin<'a>>,
+            tuple: (u64, &'a str, Bin<'a>, f64),
+            variants: Vec<Wrapped<'a>>,
+            wide: u128,
+        }
+        /// A sequence whose length serde does not know: written with a placeholder header.
+        struct Unsized<'a>(&'a [String]);
+        impl Serialize for Unsized<'_> {
+            fn serialize<S: ser::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_seq(self.0.iter().filter(|_| true))
+            }
+        }
+        for chunk in [1, 7, 64, 1000, 4096] {
+            let sizes = [0, chunk - 1, chunk, chunk + 1, 10 * chunk];
+            let texts: Vec<String> = sizes
+                .iter()
+                .map(|&n| "é".repeat(n / 2) + &"x".repeat(n % 2))
+                .collect();
+            let raw: Vec<Vec<u8>> = sizes
+                .iter()
+                .map(|&n| (0..n).map(|i| i as u8).collect())
+                .collect();
+            let holders: Vec<Holder> = (0..sizes.len())
+                .map(|i| Holder {
+                    text: &texts[i],
+                    bin: Bin(&raw[i]),
+                    list: texts.iter().map(|t| t.as_str()).collect(),
+                    bins: raw.iter().map(|b| Bin(b)).collect(),
+                    map: texts
+                        .iter()
+                        .map(|t| t.as_str())
+                        .zip(raw.iter().map(|b| Bin(b)))
+                        .collect(),
+                    tuple: (u64::MAX, &texts[i], Bin(&raw[i]), 0.5),
+                    variants: vec![
+                        Wrapped::Text(&texts[i]),
+                        Wrapped::Both {
+                            text: &texts[i],
+                            bin: Bin(&raw[i]),
+                        },
+                    ],
+                    wide: u128::MAX - i as u128,
+                })
+                .collect();
+            let (pieces, grew) = traced(&holders, chunk);
+            let whole = to_vec(&holders).unwrap();
+            assert_eq!(joined(&pieces), whole, "{chunk}");
+            assert_eq!(whole, rmp_serde::to_vec_named(&holders).unwrap(), "{chunk}");
+            assert!(!grew, "{chunk}");
+            assert!(
+                pieces[..pieces.len() - 1]
+                    .iter()
+                    .all(|(_, p)| !p.is_empty())
+            );
+            // Every payload of a chunk or more was handed over from where it lies.
+            let handed = |at: usize| pieces.iter().any(|(ptr, _)| *ptr == at);
+            for (text, raw) in texts.iter().zip(&raw).filter(|(t, _)| t.len() >= chunk) {
+                assert!(handed(text.as_ptr() as usize), "{chunk} {}", text.len());
+                assert!(handed(raw.as_ptr() as usize), "{chunk} {}", raw.len());
+            }
+
+            // Inside an array of unknown length, nothing is flushed: all of it is buffered.
+            // Flushing resumes after it.
+            let after = texts[4].clone();
+            let unsized_value = (Bin(&raw[4]), Unsized(&texts), &after);
+            let (pieces, grew) = traced(&unsized_value, chunk);
+            assert_eq!(joined(&pieces), to_vec(&unsized_value).unwrap(), "{chunk}");
+            assert!(grew, "{chunk}");
+            let handed = |at: *const u8| pieces.iter().any(|(ptr, _)| *ptr == at as usize);
+            assert!(texts.iter().all(|t| !handed(t.as_ptr())), "{chunk}");
+            assert!(handed(raw[4].as_ptr()) && handed(after.as_ptr()), "{chunk}");
+        }
+    }
+
+    #[test]
+    fn the_chunk_buffer_never_grows_past_its_bound() {
+        #[derive(Serialize)]
+        struct Numbers {
+            a: u64,
+            b: f64,
+            c: i64,
+            tuple: [u64; 20],
+            pairs: BTreeMap<u64, i64>,
+            nested: Vec<(u64, Option<f64>, Kind)>,
+        }
+        let numbers = Numbers {
+            a: u64::MAX,
+            b: 1.5,
+            c: i64::MIN,
+            tuple: [u64::MAX; 20],
+            pairs: (0..500)
+                .map(|i| (u64::MAX - i, i64::MIN + i as i64))
+                .collect(),
+            nested: (0..300)
+                .map(|i| {
+                    (
+                        u64::MAX,
+                        Some(0.25),
+                        Kind::Named {
+                            x: 1.0,
+                            y: (i % 3 == 0).then(|| "y".repeat(i)),
+                        },
+                    )
+                })
+                .collect(),
+        };
+        let (numbers_whole, everything_whole) = (
+            to_vec(&numbers).unwrap(),
+            to_vec(&everything_up_to(256)).unwrap(),
+        );
+        for chunk in (1..=48).chain([64, 100, 1000, 4096]) {
+            let (pieces, grew) = traced(&numbers, chunk);
+            assert_eq!(joined(&pieces), numbers_whole, "{chunk}");
+            assert!(!grew, "{chunk}");
+            let (pieces, grew) = traced(&everything_up_to(256), chunk);
+            assert_eq!(joined(&pieces), everything_whole, "{chunk}");
+            assert!(!grew, "{chunk}");
+        }
     }
 
     #[test]
