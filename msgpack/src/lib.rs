@@ -35,11 +35,16 @@
 //! Decoding never reads outside the input, caps how deep arrays and maps nest
 //! ([`MAX_DEPTH`]), never reserves memory from a length it has not checked against the bytes
 //! left, and refuses bytes left over after the value.
+//!
+//! [`value::parse`] reads any MessagePack value without a type to decode it into (extensions
+//! included), under the same rules, and [`value::Value`] shows it in a readable form.
 
 #![no_std]
 #![deny(missing_docs)]
 
 extern crate alloc;
+
+pub mod value;
 
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
