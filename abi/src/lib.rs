@@ -87,7 +87,10 @@
 //! 2. For an instance about to take state, before the pause: `hotswap_reserve` for the state's
 //!    size and `hotswap_warm` (if exported).
 //! 3. Exactly one of `hotswap_start` (first version of an app) or `hotswap_import_state` (a swap:
-//!    the state exported by the previous version, with that version's state version).
+//!    the state exported by the previous version, with that version's state version). After an
+//!    import, and before the swap commits, the host calls `hotswap_export_state` once on the new
+//!    instance and discards the result: a version that cannot export what it imported would
+//!    leave the app unable to move on, so it is refused while the old version still runs.
 //! 4. Any number of `hotswap_message`, `hotswap_tick` and `hotswap_http`, one at a time.
 //! 5. At a swap, `hotswap_export_state` (with any number of `hotswap.state_chunk` calls from
 //!    inside it), which must not change the state. If the swap fails after
@@ -95,10 +98,16 @@
 //!
 //! # State versions
 //!
+//! `hotswap_state_version` returns a number from 0 to [`MAX_STATE_VERSION`]; the host refuses a
+//! module that returns anything else. A swap never lowers it: the host refuses, before the
+//! pause, a new version whose state version is lower than the running one's (going back to older
+//! code is a rollback, not a swap).
+//!
 //! The state bytes are opaque to the host; the guest chooses their encoding (the Rust SDK uses
-//! MessagePack with named fields, through the `hotswap-msgpack` crate; the host decodes it only to show the state). An import whose `version` equals the code's state version is
-//! read directly; an older `version` is migrated by the code; a newer one must be refused. The
-//! host never alters state bytes; it copies them once, from the old instance's memory into the new
+//! MessagePack with named fields, through the `hotswap-msgpack` crate; the host decodes it only
+//! to show the state). An import whose `version` equals the code's state version is read
+//! directly; an older `version` is migrated by the code; a newer one must be refused. The host
+//! never alters state bytes; it copies them once, from the old instance's memory into the new
 //! instance's input buffer.
 #![deny(missing_docs)]
 #![no_std]
@@ -222,6 +231,16 @@ pub const WARM_FN: Export = Export {
     params: &[I32],
     results: &[],
 };
+
+/// The optional exports: checked against their signatures when present.
+pub const OPTIONAL_EXPORTS: &[Export] = &[HTTP_FN, WARM_FN];
+
+/// The functions a guest may import from [`HOST_MODULE`].
+pub const HOST_IMPORTS: &[&str] = &[HOST_ABORT, HOST_STATE_CHUNK];
+
+/// The largest state version: `hotswap_state_version` returns an `i32`, which must not be
+/// negative. A module outside `0..=MAX_STATE_VERSION` is refused.
+pub const MAX_STATE_VERSION: u32 = i32::MAX as u32;
 
 /// Every function a guest must export, in the order the contract lists them.
 pub const EXPORTS: &[Export] = &[

@@ -5,231 +5,26 @@
 //! buffer); it needs only `&Runtime`, so it runs on any thread. [`App::swap`] runs between two
 //! events and does only what must happen while events wait: export the old state, which the old
 //! instance streams in pieces straight into the new instance's input buffer (the one copy),
-//! import it there, and commit. A failure at any step leaves the current
-//! instance and its state untouched. After the commit, the old instance is dropped on another
-//! thread, outside the pause.
+//! import it there, have the new instance prove it can export it again, and commit. A failure
+//! at any step leaves the current instance and its state untouched. After the commit, the old
+//! instance is dropped on another thread, outside the pause.
+//!
+//! Time: every call has `--timeout`, and one step never holds events longer than that: a swap's
+//! pause shares one `--timeout` among its calls, and an event that fails shares what is left of
+//! its own with the recovery after it.
 //!
 //! A call that traps (or times out, or breaks the ABI) may leave an instance mid-operation, so
 //! after one the app moves its state into a fresh instance of the same module, the same way.
 
-use crate::compile::{Compiled, display_name, read_module};
+use crate::compile::Compiled;
 use crate::error::{CallError, SwapError};
 use crate::guest::{Guest, StateSink};
-use crate::runtime::Runtime;
+use crate::report::{EventError, Phases, Recovery, Stats, SwapRefused, SwapReport};
+use crate::runtime::{Prepared, Runtime};
 use hotswap_abi::http;
-use std::fmt;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
-use std::time::{Duration, Instant};
-
-/// A new version, compiled, checked and instantiated, ready to take the state.
-pub struct Prepared {
-    compiled: Compiled,
-    guest: Guest,
-    prepare_time: Duration,
-}
-
-impl Prepared {
-    /// The module.
-    pub fn compiled(&self) -> &Compiled {
-        &self.compiled
-    }
-
-    /// The state version the new code writes.
-    pub fn state_version(&self) -> u32 {
-        self.guest.state_version()
-    }
-
-    /// Whether the new version serves HTTP (exports `hotswap_http`).
-    pub fn serves_http(&self) -> bool {
-        self.guest.serves_http()
-    }
-
-    /// The new instance's linear memory size, in bytes.
-    pub fn memory_size(&self) -> usize {
-        self.guest.memory_size()
-    }
-
-    /// Reserves and touches an input buffer of `len` bytes in the new instance, so that a state
-    /// of up to that size is copied in without allocating or faulting in pages during the pause.
-    pub fn reserve_state(&mut self, len: usize) -> Result<(), CallError> {
-        self.guest.reserve_input(len)?;
-        self.guest.touch_input();
-        Ok(())
-    }
-
-    /// Grows the new instance's heap until its memory is about `memory` bytes, the size of the
-    /// instance it replaces (from [`App::memory_watch`]), with the pages faulted in, so that
-    /// decoding the state does not grow memory during the pause. Growing only to the old size,
-    /// not by it, keeps memory from creeping up over many swaps. A no-op for a guest that does
-    /// not export `hotswap_warm`.
-    pub fn warm_heap(&mut self, memory: usize) -> Result<(), CallError> {
-        let missing = memory.saturating_sub(self.guest.memory_size());
-        self.guest.warm(missing)
-    }
-}
-
-impl Runtime {
-    /// Compiles (or takes from the cache), checks and instantiates module bytes. `name` is used
-    /// in messages; a name ending in `.wat` allows WebAssembly text.
-    pub fn prepare(&self, name: &str, bytes: &[u8]) -> Result<Prepared, SwapError> {
-        let started = Instant::now();
-        let compiled = self.compile(name, bytes)?;
-        let guest = Guest::instantiate(self, &compiled)?;
-        self.remember(&compiled);
-        Ok(Prepared {
-            compiled,
-            guest,
-            prepare_time: started.elapsed(),
-        })
-    }
-
-    /// [`Runtime::prepare`] for a module file.
-    pub fn prepare_file(&self, path: &Path) -> Result<Prepared, SwapError> {
-        self.prepare(&display_name(path), &read_module(path)?)
-    }
-}
-
-/// Counters an operator can read.
-#[derive(Clone, Debug, Default)]
-pub struct Stats {
-    /// Events handled (messages and ticks), failed ones included.
-    pub events: u64,
-    /// Swaps committed.
-    pub swaps: u64,
-    /// Swaps refused.
-    pub refused: u64,
-    /// Times the state was moved into a fresh instance after a trap.
-    pub recoveries: u64,
-    /// The pause of the last committed swap.
-    pub last_pause: Option<Duration>,
-    /// Size of the state at the last swap.
-    pub last_state_len: Option<usize>,
-}
-
-/// How long each phase of a swap's pause took.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Phases {
-    /// The old instance encoding its state.
-    pub export: Duration,
-    /// Copying the state bytes into the new instance: the host's share. The pieces that the
-    /// old instance streams are copied during its export (this counts them, not the export).
-    pub copy: Duration,
-    /// The new instance decoding (and migrating) the state.
-    pub import: Duration,
-    /// From the start of the export to the commit: how long events were held.
-    pub pause: Duration,
-}
-
-/// A committed swap.
-#[derive(Clone, Debug)]
-pub struct SwapReport {
-    /// The old module, `name@hash`.
-    pub from: String,
-    /// The new module, `name@hash`.
-    pub to: String,
-    /// The state version the old code wrote.
-    pub from_state_version: u32,
-    /// The state version the new code writes.
-    pub to_state_version: u32,
-    /// Bytes of state carried over.
-    pub state_len: usize,
-    /// Compile time (zero when the module came from the cache).
-    pub compile_time: Duration,
-    /// Whether the compiled module came from the cache.
-    pub cached: bool,
-    /// Compile + check + instantiate, before the pause.
-    pub prepare_time: Duration,
-    /// The pause and its phases.
-    pub phases: Phases,
-}
-
-impl fmt::Display for SwapReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let compile = if self.cached {
-            "cached".to_owned()
-        } else {
-            format!("compile {}", format_duration(self.compile_time))
-        };
-        let p = &self.phases;
-        write!(
-            f,
-            "swapped {} → {}: state v{} → v{}, {}, {compile}, pause {} (export {} + copy {} + import {})",
-            self.from,
-            self.to,
-            self.from_state_version,
-            self.to_state_version,
-            bytes(self.state_len),
-            format_duration(p.pause),
-            format_duration(p.export),
-            format_duration(p.copy),
-            format_duration(p.import)
-        )
-    }
-}
-
-/// A refused swap: the old version is still running, with its state untouched.
-#[derive(Debug)]
-pub struct SwapRefused {
-    /// What was attempted (`name@hash`, or the name when it never compiled).
-    pub attempted: String,
-    /// Why it was refused.
-    pub error: SwapError,
-    /// The version still running, `name@hash`.
-    pub running: String,
-    /// Its state version.
-    pub state_version: u32,
-    /// If the running instance was lost (it trapped while exporting): whether its state was
-    /// moved into a fresh instance of the same version.
-    pub recovery: Option<Result<(), SwapError>>,
-}
-
-impl fmt::Display for SwapRefused {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "swap to {} refused: {}; still running {} (state v{})",
-            self.attempted, self.error, self.running, self.state_version
-        )?;
-        recovery_note(&self.recovery, f)
-    }
-}
-
-/// How a lost instance's recovery went, for messages.
-fn recovery_note(
-    recovery: &Option<Result<(), SwapError>>,
-    f: &mut fmt::Formatter<'_>,
-) -> fmt::Result {
-    match recovery {
-        None => Ok(()),
-        Some(Ok(())) => write!(f, " (the state was moved into a fresh instance)"),
-        Some(Err(e)) => write!(
-            f,
-            " (the state could not be moved into a fresh instance: {e}; the instance keeps serving)"
-        ),
-    }
-}
-
-impl std::error::Error for SwapRefused {}
-
-/// A failed event.
-#[derive(Debug)]
-pub struct EventError {
-    /// What the call returned.
-    pub error: CallError,
-    /// If the instance was lost: whether its state was moved into a fresh instance.
-    pub recovery: Option<Result<(), SwapError>>,
-}
-
-impl fmt::Display for EventError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.error)?;
-        recovery_note(&self.recovery, f)
-    }
-}
-
-impl std::error::Error for EventError {}
+use std::time::Instant;
 
 /// One running app: the current version's instance, and the swaps that replace it.
 pub struct App {
@@ -252,11 +47,12 @@ impl App {
         guest.start().map_err(SwapError::Start)?;
         let memory = Arc::new(AtomicUsize::new(0));
         guest.watch_memory(memory.clone());
+        let stats = Stats::default();
         Ok(App {
             runtime,
             compiled,
             guest,
-            stats: Stats::default(),
+            stats,
             memory,
         })
     }
@@ -339,8 +135,7 @@ impl App {
     }
 
     /// A copy of the current state as the running code exports it (what a swap would carry).
-    /// An export that traps loses the instance, as any event would: the state moves into a
-    /// fresh one.
+    /// An export that fails loses the instance, as any event would.
     pub fn export_state(&mut self) -> Result<Vec<u8>, EventError> {
         let (sink, result) = self.guest.export_state(StateSink::in_host());
         match result {
@@ -350,8 +145,8 @@ impl App {
     }
 
     /// Swaps in a prepared version, carrying the state over. On refusal, the running version and
-    /// its state are untouched (a trap in the old instance's export is recovered from as after
-    /// any trap).
+    /// its state are untouched (a failure in the old instance's export is recovered from as
+    /// after any failure, within the same time budget).
     pub fn swap(&mut self, prepared: Prepared) -> Result<SwapReport, Box<SwapRefused>> {
         let Prepared {
             compiled,
@@ -359,7 +154,13 @@ impl App {
             prepare_time,
         } = prepared;
         let from_state_version = self.guest.state_version();
-        match transfer(&mut self.guest, guest) {
+        let (running, new) = (from_state_version, guest.state_version());
+        if new < running {
+            let error = SwapError::Downgrade { running, new };
+            return Err(Box::new(self.refused(compiled.to_string(), error)));
+        }
+        let budget = Instant::now() + self.runtime.limits().call_timeout();
+        match transfer(&mut self.guest, guest, budget) {
             Ok((guest, state_len, phases)) => {
                 let report = SwapReport {
                     from: self.compiled.to_string(),
@@ -379,10 +180,10 @@ impl App {
                 Ok(report)
             }
             Err(error) => {
+                // The old instance failed mid-export: move its state to a fresh instance if the
+                // pause's budget allows. Either way, the old version keeps serving.
                 let recovery = match &error {
-                    // The old instance trapped mid-export: move its state to a fresh instance
-                    // if it can still export it. Either way, the old version keeps serving.
-                    SwapError::Export(e) if e.instance_lost() => Some(self.recover()),
+                    SwapError::Export(e) if e.instance_lost() => Some(self.recover(budget, e)),
                     _ => None,
                 };
                 let mut refused = self.refused(compiled.to_string(), error);
@@ -404,33 +205,57 @@ impl App {
         }
     }
 
+    /// A failed event; a lost instance is recovered within what is left of the event's time.
     fn failed(&mut self, error: CallError) -> EventError {
-        let recovery = error.instance_lost().then(|| self.recover());
+        let budget = Instant::now() + self.guest.time_left();
+        let recovery = error.instance_lost().then(|| self.recover(budget, &error));
         EventError { error, recovery }
     }
 
-    /// Moves the state of a possibly damaged instance into a fresh instance of the same module.
-    fn recover(&mut self) -> Result<(), SwapError> {
-        let fresh = Guest::instantiate(&self.runtime, &self.compiled)?;
-        let (fresh, ..) = transfer(&mut self.guest, fresh)?;
-        self.commit(self.compiled.clone(), fresh);
-        self.stats.recoveries += 1;
-        Ok(())
+    /// Moves the state of a possibly damaged instance into a fresh instance of the same module,
+    /// if there is time left before `budget`.
+    fn recover(&mut self, budget: Instant, cause: &CallError) -> Recovery {
+        let recovery = if budget <= Instant::now() {
+            Recovery::NoTimeLeft
+        } else {
+            let moved = self.runtime.instantiate(&self.compiled).and_then(|fresh| {
+                let (fresh, ..) = transfer(&mut self.guest, fresh, budget)?;
+                self.commit(self.compiled.clone(), fresh);
+                Ok(())
+            });
+            match moved {
+                Ok(()) => Recovery::Moved,
+                Err(e) => Recovery::Failed(e),
+            }
+        };
+        match &recovery {
+            Recovery::Moved => self.stats.recoveries += 1,
+            _ => self.stats.damaged = Some(cause.to_string()),
+        }
+        recovery
     }
 
     fn commit(&mut self, compiled: Compiled, mut guest: Guest) {
         guest.watch_memory(self.memory.clone());
         self.compiled = compiled;
+        self.stats.damaged = None;
         dispose(std::mem::replace(&mut self.guest, guest));
     }
 }
 
-/// The pause of a swap: `old` exports its state straight into `new`'s input buffer, and `new`
-/// imports it. On failure, `new` is dropped.
-fn transfer(old: &mut Guest, new: Guest) -> Result<(Guest, usize, Phases), SwapError> {
-    let version = old.state_version();
+/// The pause of a swap: `old` exports its state straight into `new`'s input buffer, `new`
+/// imports it and proves it can export it again; every call ends by `budget`. On failure, `new`
+/// is dropped.
+fn transfer(
+    old: &mut Guest,
+    mut new: Guest,
+    budget: Instant,
+) -> Result<(Guest, usize, Phases), SwapError> {
+    old.set_budget(Some(budget));
+    new.set_budget(Some(budget));
     let started = Instant::now();
     let (sink, exported) = old.export_state(StateSink::into_guest(new));
+    old.set_budget(None);
     let exported_at = Instant::now();
     if let Err(error) = exported {
         dispose(sink.into_target());
@@ -438,27 +263,35 @@ fn transfer(old: &mut Guest, new: Guest) -> Result<(Guest, usize, Phases), SwapE
     }
     let streaming_copy = sink.copying();
     let (mut new, delivered) = sink.deliver();
+    let mut times = [Instant::now(); 2];
     let result = delivered
         .map_err(SwapError::Transfer)
         .and_then(|state_len| {
-            let copied = Instant::now();
-            new.import_state(state_len, version)
+            times[0] = Instant::now();
+            new.import_state(state_len, old.state_version())
                 .map_err(SwapError::from_import)?;
-            Ok((state_len, copied))
+            times[1] = Instant::now();
+            new.export_state(StateSink::discard())
+                .1
+                .map_err(SwapError::Verify)?;
+            Ok(state_len)
         });
-    let (state_len, copied) = match result {
-        Ok(done) => done,
+    new.set_budget(None);
+    let state_len = match result {
+        Ok(len) => len,
         Err(error) => {
             dispose(new);
             return Err(error);
         }
     };
-    let imported = Instant::now();
+    let [copied, imported] = times;
+    let verified = Instant::now();
     let phases = Phases {
         export: (exported_at - started).saturating_sub(streaming_copy),
         copy: streaming_copy + (copied - exported_at),
         import: imported - copied,
-        pause: imported - started,
+        verify: verified - imported,
+        pause: verified - started,
     };
     Ok((new, state_len, phases))
 }
@@ -469,21 +302,4 @@ fn dispose(guest: Guest) {
     let _ = std::thread::Builder::new()
         .name("hotswap-drop".into())
         .spawn(move || drop(guest));
-}
-
-/// A duration for people: µs below a millisecond, ms with two decimals above.
-pub fn format_duration(d: Duration) -> String {
-    match d.as_secs_f64() * 1e3 {
-        ms if ms < 1.0 => format!("{:.0} µs", ms * 1e3),
-        ms => format!("{ms:.2} ms"),
-    }
-}
-
-/// A byte count in B, KiB or MiB.
-pub(crate) fn bytes(n: usize) -> String {
-    match n {
-        n if n < 1 << 10 => format!("{n} B"),
-        n if n < 1 << 20 => format!("{:.1} KiB", n as f64 / 1024.0),
-        n => format!("{:.1} MiB", n as f64 / (1 << 20) as f64),
-    }
 }

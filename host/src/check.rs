@@ -1,45 +1,43 @@
 //! Step 2 of a swap: check a compiled module against the ABI before it is instantiated: the
-//! memory and every required export with its exact signature, and imports the host can satisfy.
-//! (The ABI version itself is a function, so it is checked right after instantiation, still
-//! before the running app is touched.)
+//! memory and every export the ABI names with its exact signature, and imports the host can
+//! satisfy. (The ABI and state versions are functions, so they are checked right after
+//! instantiation, still before the running app is touched.)
 
 use crate::error::CheckError;
-use crate::runtime::{GuestCtx, Runtime};
-use hotswap_abi::{
-    EXPORTS, Export, HOST_ABORT, HOST_MODULE, HOST_STATE_CHUNK, MEMORY, WASI_MODULE,
-};
-use wasmtime::{ExternType, FuncType, InstancePre, Module};
+use crate::guest::GuestCtx;
+use hotswap_abi::{self as abi, Export, HOST_IMPORTS, HOST_MODULE, MEMORY, WASI_MODULE};
+use wasmtime::{ExternType, FuncType, InstancePre, Linker, Module};
 
-impl Runtime {
-    /// Checks a module's exports and imports against the ABI, and links its imports.
-    pub(crate) fn check(&self, module: &Module) -> Result<InstancePre<GuestCtx>, CheckError> {
-        match module.get_export(MEMORY) {
-            Some(ExternType::Memory(_)) => {}
-            _ => return Err(CheckError::NoMemory),
-        }
-        for export in EXPORTS {
-            if !has_export(module, export)? {
-                return Err(CheckError::MissingExport(export.name));
-            }
-        }
-        // Optional, but checked when present.
-        has_export(module, &hotswap_abi::HTTP_FN)?;
-        has_export(module, &hotswap_abi::WARM_FN)?;
-        for import in module.imports() {
-            let allowed = import.module() == WASI_MODULE
-                || (import.module() == HOST_MODULE
-                    && [HOST_ABORT, HOST_STATE_CHUNK].contains(&import.name()));
-            if !allowed {
-                return Err(CheckError::ForeignImport {
-                    module: import.module().to_owned(),
-                    name: import.name().to_owned(),
-                });
-            }
-        }
-        self.linker
-            .instantiate_pre(module)
-            .map_err(|e| CheckError::Imports(format!("{e:#}")))
+/// Checks a module's exports and imports against the ABI, and links its imports.
+pub(crate) fn check(
+    linker: &Linker<GuestCtx>,
+    module: &Module,
+) -> Result<InstancePre<GuestCtx>, CheckError> {
+    match module.get_export(MEMORY) {
+        Some(ExternType::Memory(_)) => {}
+        _ => return Err(CheckError::NoMemory),
     }
+    for export in abi::EXPORTS {
+        if !has_export(module, export)? {
+            return Err(CheckError::MissingExport(export.name));
+        }
+    }
+    for export in abi::OPTIONAL_EXPORTS {
+        has_export(module, export)?;
+    }
+    for import in module.imports() {
+        let allowed = import.module() == WASI_MODULE
+            || (import.module() == HOST_MODULE && HOST_IMPORTS.contains(&import.name()));
+        if !allowed {
+            return Err(CheckError::ForeignImport {
+                module: import.module().to_owned(),
+                name: import.name().to_owned(),
+            });
+        }
+    }
+    linker
+        .instantiate_pre(module)
+        .map_err(|e| CheckError::Imports(format!("{e:#}")))
 }
 
 /// Whether the module exports `export`; an error if it does with another type.
@@ -60,20 +58,20 @@ fn has_export(module: &Module, export: &Export) -> Result<bool, CheckError> {
 
 fn matches(ty: &FuncType, export: &Export) -> bool {
     let same = |actual: &mut dyn ExactSizeIterator<Item = wasmtime::ValType>,
-                wanted: &[hotswap_abi::ValType]| {
+                wanted: &[abi::ValType]| {
         actual.len() == wanted.len()
             && actual.zip(wanted).all(|(a, w)| match w {
-                hotswap_abi::ValType::I32 => a.is_i32(),
-                hotswap_abi::ValType::I64 => a.is_i64(),
+                abi::ValType::I32 => a.is_i32(),
+                abi::ValType::I64 => a.is_i64(),
             })
     };
     same(&mut ty.params(), export.params) && same(&mut ty.results(), export.results)
 }
 
-fn abi_name(ty: &hotswap_abi::ValType) -> String {
+fn abi_name(ty: &abi::ValType) -> String {
     match ty {
-        hotswap_abi::ValType::I32 => "i32".into(),
-        hotswap_abi::ValType::I64 => "i64".into(),
+        abi::ValType::I32 => "i32".into(),
+        abi::ValType::I64 => "i64".into(),
     }
 }
 

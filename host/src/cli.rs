@@ -1,11 +1,15 @@
 //! The command line: one clap struct per subcommand; their doc comments are `--help`.
 
+use crate::compile::{DEFAULT_MAX_MODULE, file_kind};
 use crate::control::{self, Request};
-use crate::runtime::{Config, DirMapping, Runtime};
+use crate::guest::{Config, DirMapping};
+use crate::http::HttpOptions;
+use crate::runtime::Runtime;
 use crate::serve::{RunOptions, run};
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use std::path::PathBuf;
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// Run a WebAssembly app and replace its code while it runs, keeping its in-memory state.
@@ -27,21 +31,32 @@ pub struct Cli {
 pub enum Command {
     /// Run an app: each line on stdin is a message, each reply a line on stdout.
     ///
-    /// The host's own log (swaps, refusals, failures) goes to stderr; the guest's WASI stdout and
-    /// stderr pass through. End of stdin stops the app.
-    Run(RunArgs),
+    /// The host's own log (swaps, refusals, failures) goes to stderr, and so does the guest's
+    /// own output (its WASI stdout and stderr), each line prefixed `guest: `: stdout carries
+    /// only replies, one line per input. The end of stdin stops the app (unless it serves
+    /// HTTP); so do SIGTERM, SIGINT and `hotswap stop`, gracefully (a second signal exits at
+    /// once).
+    Run(Box<RunArgs>),
     /// Check a module without running it: compile it, check its exports and imports against the
     /// ABI, instantiate it, and print its ABI and state versions.
     Check(CheckArgs),
     /// Ask a running host to swap in a new version, and wait for the outcome.
     ///
-    /// Prints the swap line and exits 0 when swapped; prints the reason and exits 1 when
-    /// refused (the old version keeps running).
+    /// The module's bytes are sent over the control socket, so any file this command can read
+    /// works (`<(cat v2.wasm)` too). Prints the swap line and exits 0 when swapped; prints the
+    /// reason and exits 1 when refused (the old version keeps running).
     Reload(ReloadArgs),
-    /// Show a running host's status: module, state version, uptime, events, swaps, last pause.
+    /// Show a running host's status: module, origin, watched path, state version, uptime,
+    /// events, swaps, limits, last pause.
     Status(ControlArgs),
     /// Show the running app's current state, decoded (the SDK's MessagePack as JSON).
     State(ControlArgs),
+    /// Show a running host's limits, or change them (an app stuck at its memory limit grows
+    /// again once the limit is raised).
+    Limits(LimitsArgs),
+    /// Stop a running host gracefully: it finishes the events in flight, answers them, removes
+    /// its control socket and exits 0.
+    Stop(ControlArgs),
 }
 
 /// How to reach a running host.
@@ -65,13 +80,27 @@ pub struct ReloadArgs {
     pub control: ControlArgs,
 }
 
+/// `hotswap limits`.
+#[derive(Debug, Args)]
+pub struct LimitsArgs {
+    /// The new call time limit, in milliseconds.
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout: Option<u64>,
+    /// The new memory limit for one instance, in MiB (at most 4096).
+    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub max_memory: Option<u64>,
+    /// How to reach the host.
+    #[command(flatten)]
+    pub control: ControlArgs,
+}
+
 /// `hotswap run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// The app's module: a .wasm file (or .wat text).
     pub module: PathBuf,
     /// Watch the module file and swap in every new version written to it (in place, by rename,
-    /// or by a cargo rebuild).
+    /// by a cargo rebuild, or through symlinks such as a Kubernetes ConfigMap's).
     #[arg(long)]
     pub watch: bool,
     /// How long the watched file must be quiet before a new version is read.
@@ -80,15 +109,9 @@ pub struct RunArgs {
     /// Deliver a tick event to the app every MS milliseconds.
     #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
     pub tick: Option<u64>,
-    /// Serve HTTP/1.1 on this address (for example 127.0.0.1:8080; port 0 picks a free port):
-    /// each request is an event for the app. The end of stdin then does not stop the host.
-    #[arg(long, value_name = "ADDR")]
-    pub http: Option<std::net::SocketAddr>,
-    /// The largest HTTP request body accepted, in bytes (413 beyond).
-    #[arg(long, value_name = "BYTES", default_value_t = 1 << 20, requires = "http")]
-    pub max_body: usize,
-    /// Listen for `hotswap reload|status|state` on this Unix socket (created owner-only;
-    /// default: a per-process socket under $XDG_RUNTIME_DIR/hotswap or /tmp/hotswap-$UID).
+    /// Listen for `hotswap reload|status|state|limits|stop` on this Unix socket (created
+    /// owner-only; default: a per-process socket under $XDG_RUNTIME_DIR/hotswap or
+    /// /tmp/hotswap-$UID). An existing file that is not a socket is never replaced.
     #[arg(long, value_name = "PATH")]
     pub control: Option<PathBuf>,
     /// Let the guest open a host directory, seen by the guest at GUEST (default: the same
@@ -98,9 +121,56 @@ pub struct RunArgs {
     /// Set an environment variable for the guest. Repeatable.
     #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
     pub env: Vec<(String, String)>,
+    /// How long a graceful stop waits for HTTP requests in flight, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 10_000)]
+    pub drain_timeout: u64,
+    /// HTTP.
+    #[command(flatten)]
+    pub http: HttpArgs,
     /// Limits on the guest.
     #[command(flatten)]
     pub limits: LimitArgs,
+}
+
+/// Serving HTTP, and the limits on its clients.
+#[derive(Debug, Args)]
+pub struct HttpArgs {
+    /// Serve HTTP/1.1 on this address (for example 127.0.0.1:8080; port 0 picks a free port):
+    /// each request is an event for the app. The end of stdin then does not stop the host.
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<std::net::SocketAddr>,
+    /// The largest HTTP request body accepted, in bytes (413 beyond, at once when the
+    /// Content-Length says so).
+    #[arg(long, value_name = "BYTES", default_value_t = 1 << 20, requires = "http")]
+    pub max_body: usize,
+    /// The most HTTP connections open at once; more wait until one closes (default: half the
+    /// file descriptors the process may open, at most 10000).
+    #[arg(long, value_name = "N", requires = "http", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_connections: Option<u64>,
+    /// Close a connection that takes longer than this from a request's first byte to the end
+    /// of its header, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 10_000, requires = "http", value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_timeout: u64,
+    /// Answer 408 when a request's body takes longer than this to arrive, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 30_000, requires = "http", value_parser = clap::value_parser!(u64).range(1..))]
+    pub body_timeout: u64,
+    /// Close a kept-alive connection idle for longer than this between requests, in
+    /// milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 60_000, requires = "http", value_parser = clap::value_parser!(u64).range(1..))]
+    pub idle_timeout: u64,
+}
+
+impl HttpArgs {
+    fn options(&self) -> HttpOptions {
+        let max = self.max_connections.map(|n| n as usize);
+        HttpOptions {
+            max_body: self.max_body,
+            max_connections: max.unwrap_or_else(HttpOptions::default_max_connections),
+            header_timeout: Duration::from_millis(self.header_timeout),
+            body_timeout: Duration::from_millis(self.body_timeout),
+            idle_timeout: Duration::from_millis(self.idle_timeout),
+        }
+    }
 }
 
 /// `hotswap check`.
@@ -116,13 +186,17 @@ pub struct CheckArgs {
 /// Limits on every call into the guest.
 #[derive(Debug, Args)]
 pub struct LimitArgs {
-    /// Interrupt a call into the guest (an event, a state export or import) that runs longer
-    /// than MS milliseconds.
+    /// Interrupt a call into the guest (an event, a state export or import, a sleep in WASI)
+    /// that runs longer than MS milliseconds; a swap's whole pause gets this long too.
     #[arg(long, value_name = "MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: u64,
     /// The most linear memory one instance may use, in MiB (wasm32 allows at most 4096).
+    /// `hotswap limits --max-memory` changes it on a running host.
     #[arg(long, value_name = "MIB", default_value_t = 2048, value_parser = clap::value_parser!(u64).range(1..=4096))]
     pub max_memory: u64,
+    /// The largest module file read, in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = DEFAULT_MAX_MODULE >> 20, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub max_module_size: u64,
 }
 
 impl LimitArgs {
@@ -130,6 +204,7 @@ impl LimitArgs {
         Config {
             call_timeout: Duration::from_millis(self.timeout),
             max_memory: (self.max_memory as usize) << 20,
+            max_module: self.max_module_size << 20,
             ..Config::default()
         }
     }
@@ -162,45 +237,97 @@ pub fn execute(cli: Cli) -> anyhow::Result<()> {
                 tick: args.tick.map(Duration::from_millis),
                 debounce: Duration::from_millis(args.debounce),
                 control: args.control,
-                http: args.http,
-                max_body: args.max_body,
+                http: args.http.http,
+                http_options: args.http.options(),
+                drain_timeout: Duration::from_millis(args.drain_timeout),
             };
             run(Runtime::new(config)?, &options)
         }
-        Command::Check(args) => {
-            let runtime = Runtime::new(args.limits.config())?;
-            let started = Instant::now();
-            let prepared = runtime
-                .prepare_file(&args.module)
-                .with_context(|| format!("{} fails the check", args.module.display()))?;
-            println!(
-                "{}: ok: Hotswap ABI v{}, state v{}, compiled, checked and instantiated in {}",
-                prepared.compiled(),
-                hotswap_abi::ABI_VERSION,
-                prepared.state_version(),
-                crate::app::format_duration(started.elapsed())
-            );
-            Ok(())
-        }
+        Command::Check(args) => check(&args),
         Command::Reload(args) => {
             let module = std::path::absolute(&args.module)
                 .with_context(|| format!("cannot resolve {}", args.module.display()))?;
-            ask(&args.control, &Request::Reload { module })
+            let bytes = read_for_reload(&module)?;
+            let len = Some(bytes.len() as u64);
+            ask(
+                &args.control,
+                &Request::Reload { module, len },
+                Some(&bytes),
+            )
         }
-        Command::Status(args) => ask(&args, &Request::Status),
-        Command::State(args) => ask(&args, &Request::State),
+        Command::Status(args) => ask(&args, &Request::Status, None),
+        Command::State(args) => ask(&args, &Request::State, None),
+        Command::Limits(args) => {
+            let request = Request::Limits {
+                timeout_ms: args.timeout,
+                max_memory_mib: args.max_memory,
+            };
+            ask(&args.control, &request, None)
+        }
+        Command::Stop(args) => ask(&args, &Request::Stop, None),
     }
 }
 
+fn check(args: &CheckArgs) -> anyhow::Result<()> {
+    let runtime = Runtime::new(args.limits.config())?;
+    let started = Instant::now();
+    let prepared = runtime
+        .prepare_file(&args.module)
+        .with_context(|| format!("{} fails the check", args.module.display()))?;
+    println!(
+        "{}: ok: Hotswap ABI v{}, state v{}, compiled, checked and instantiated in {}",
+        prepared.compiled(),
+        hotswap_abi::ABI_VERSION,
+        prepared.state_version(),
+        crate::report::format_duration(started.elapsed())
+    );
+    Ok(())
+}
+
+/// The most a reload reads from a pipe or file before the host applies its own cap.
+const MAX_SENT_MODULE: u64 = 4 << 30;
+
+/// Reads the module a reload sends: a regular file, or a pipe (`<(cat v2.wasm)`); a device or
+/// directory is refused without being read.
+fn read_for_reload(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let mut file =
+        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let kind = file
+        .metadata()
+        .with_context(|| format!("cannot read {}", path.display()))?
+        .file_type();
+    use std::os::unix::fs::FileTypeExt as _;
+    if !(kind.is_file() || kind.is_fifo()) {
+        anyhow::bail!(
+            "{} is {}: a module must be a regular file or a pipe",
+            path.display(),
+            file_kind(&kind)
+        );
+    }
+    let mut bytes = Vec::new();
+    (&mut file)
+        .take(MAX_SENT_MODULE + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    if bytes.len() as u64 > MAX_SENT_MODULE {
+        anyhow::bail!(
+            "{} is over {} bytes: not a module",
+            path.display(),
+            MAX_SENT_MODULE
+        );
+    }
+    Ok(bytes)
+}
+
 /// Sends a request to a running host and prints its answer; a failed request is an error.
-fn ask(args: &ControlArgs, request: &Request) -> anyhow::Result<()> {
+fn ask(args: &ControlArgs, request: &Request, bytes: Option<&[u8]>) -> anyhow::Result<()> {
     // A client only waits for the host's answer: it should not take a core from the host.
     crate::serve::background_priority();
     let path = match &args.control {
         Some(path) => path.clone(),
         None => control::discover()?,
     };
-    let response = control::send(&path, request)?;
+    let response = control::send(&path, request, bytes)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&response)?);
     } else if response.ok {

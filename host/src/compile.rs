@@ -1,13 +1,18 @@
-//! Step 1 of a swap: read the module's bytes, hash them, and compile them (or take the compiled
-//! module from the cache when these exact bytes were seen before).
+//! Step 1 of a swap: read the module's bytes (a regular file, within the size cap), hash them,
+//! and compile them (or take the compiled module from the cache when these exact bytes were
+//! seen before: see [`crate::Runtime`]).
 
 use crate::error::SwapError;
-use crate::runtime::Runtime;
 use sha2::{Digest, Sha256};
 use std::fmt;
+use std::io::Read as _;
+use std::os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _};
 use std::path::Path;
-use std::time::{Duration, Instant};
-use wasmtime::Module;
+use std::time::Duration;
+use wasmtime::{Engine, Module};
+
+/// The largest module file read by default, in bytes (`--max-module-size`).
+pub const DEFAULT_MAX_MODULE: u64 = 128 << 20;
 
 /// A module's identity: the SHA-256 of its bytes.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -27,6 +32,7 @@ impl fmt::Display for ModuleHash {
     }
 }
 
+/// All 64 hex digits.
 impl fmt::Debug for ModuleHash {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
@@ -54,12 +60,61 @@ impl fmt::Display for Compiled {
     }
 }
 
-/// Reads a module file.
-pub fn read_module(path: &Path) -> Result<Vec<u8>, SwapError> {
-    std::fs::read(path).map_err(|source| SwapError::Read {
+/// Reads a module file: a regular file (a FIFO, device or directory is refused without being
+/// read, so reading never blocks) of at most `max_len` bytes.
+pub fn read_module(path: &Path, max_len: u64) -> Result<Vec<u8>, SwapError> {
+    let read_error = |error| SwapError::Read {
         path: path.to_owned(),
-        source,
-    })
+        error,
+    };
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        // Opening a FIFO for reading would wait for a writer.
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(read_error)?;
+    let meta = file.metadata().map_err(read_error)?;
+    if !meta.is_file() {
+        let kind = file_kind(&meta.file_type());
+        return Err(SwapError::NotAFile {
+            path: path.to_owned(),
+            kind,
+        });
+    }
+    let too_large = |len| SwapError::TooLarge {
+        path: path.to_owned(),
+        len,
+        limit: max_len,
+    };
+    if meta.len() > max_len {
+        return Err(too_large(meta.len()));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    // The file may grow while it is read: read no more than one byte past the cap.
+    file.take(max_len + 1)
+        .read_to_end(&mut bytes)
+        .map_err(read_error)?;
+    if bytes.len() as u64 > max_len {
+        return Err(too_large(bytes.len() as u64));
+    }
+    Ok(bytes)
+}
+
+/// What a file that is not a regular file is, for messages.
+pub(crate) fn file_kind(kind: &std::fs::FileType) -> &'static str {
+    if kind.is_dir() {
+        "a directory"
+    } else if kind.is_fifo() {
+        "a FIFO (named pipe)"
+    } else if kind.is_char_device() {
+        "a character device"
+    } else if kind.is_block_device() {
+        "a block device"
+    } else if kind.is_socket() {
+        "a socket"
+    } else {
+        "not a regular file"
+    }
 }
 
 /// The name used for a module file in messages.
@@ -70,38 +125,21 @@ pub fn display_name(path: &Path) -> String {
     )
 }
 
-impl Runtime {
-    /// Compiles module bytes (binary, or WAT text when `name` ends in `.wat`).
-    pub fn compile(&self, name: &str, bytes: &[u8]) -> Result<Compiled, SwapError> {
-        let hash = ModuleHash::of(bytes);
-        if let Some(module) = self.cached(&hash) {
-            let compile_time = Duration::ZERO;
-            return Ok(Compiled {
-                name: name.to_owned(),
-                hash,
-                module,
-                compile_time,
-                cached: true,
-            });
-        }
-        let started = Instant::now();
-        let module = if bytes.starts_with(b"\0asm") {
-            Module::from_binary(&self.engine, bytes)
-        } else if bytes.is_empty() {
-            return Err(SwapError::Empty);
-        } else if name.ends_with(".wat") {
-            Module::new(&self.engine, bytes)
-        } else {
-            return Err(SwapError::NotWasm);
-        }
-        .map_err(|e| SwapError::Invalid(format!("{e:#}")))?;
-        let compiled = Compiled {
-            name: name.to_owned(),
-            hash,
-            module,
-            compile_time: started.elapsed(),
-            cached: false,
-        };
-        Ok(compiled)
+/// Compiles module bytes (binary, or WAT text when `name` ends in `.wat`).
+pub(crate) fn compile(engine: &Engine, name: &str, bytes: &[u8]) -> Result<Module, SwapError> {
+    if bytes.starts_with(b"\0asm") {
+        Module::from_binary(engine, bytes)
+    } else if bytes.is_empty() {
+        return Err(SwapError::Empty);
+    } else if name.ends_with(".wat") {
+        Module::new(engine, bytes)
+    } else {
+        return Err(SwapError::NotWasm);
     }
+    .map_err(|e| SwapError::Invalid(first_line(&format!("{e:#}"))))
+}
+
+/// The first line of a message from wasmtime (the rest is a backtrace or a listing).
+fn first_line(text: &str) -> String {
+    crate::text::escape(text.lines().next().unwrap_or_default(), 500)
 }

@@ -1,43 +1,77 @@
-//! The control channel: a Unix socket on which a running `hotswap run` takes requests, and the
-//! client side used by `hotswap reload`, `hotswap status` and `hotswap state`.
+//! The control channel: a Unix socket on which a running `hotswap run` takes requests, the
+//! server side that bounds and times out its connections, and the client side used by
+//! `hotswap reload|status|state|limits|stop`.
 //!
-//! Protocol: one request per connection. The client writes one JSON object on one line; the
-//! host answers with one JSON object on one line and closes the connection.
+//! Protocol: one request per connection. The client writes one JSON object on one line; for a
+//! reload with `"len"`, exactly that many bytes of module follow the line. The host answers with
+//! one JSON object on one line and closes the connection.
 //!
 //! | request | answer (besides `"ok"` and `"message"`) |
 //! |---|---|
-//! | `{"op": "reload", "module": "/abs/path.wasm"}` | `"swap"`: the swap report, when `"ok"` is true |
-//! | `{"op": "status"}` | `"status"`: module, hash, state version and size, uptime, counters, last pause |
-//! | `{"op": "state"}` | `"state"`: the state version, size, and the state as JSON when it decodes as MessagePack |
+//! | `{"op": "reload", "module": "/path/v2.wasm", "len": N}` + N bytes | `"swap"`: the swap report, when `"ok"` is true |
+//! | `{"op": "reload", "module": "/abs/path.wasm"}` (no `len`: the host reads the file) | the same |
+//! | `{"op": "status"}` | `"status"`: module, origin, watched path, hash, state version and size, uptime, counters, limits, last pause |
+//! | `{"op": "state"}` | `"state"`: the state version, size, and the state in its readable form ([`crate::state_view`]) |
+//! | `{"op": "limits", "timeout_ms": T, "max_memory_mib": M}` (each optional) | `"status"`, with the limits now in force |
+//! | `{"op": "stop"}` | answered once the host has stopped gracefully |
 //!
 //! `"message"` is the line a person reads: for a reload, the same swap (or refusal) line the
 //! host logs. `"ok": false` means the request failed (a reload refused, for instance), and
 //! `"message"` says why. The socket is created owner-only (mode 0600, in a directory of mode
-//! 0700 when the host creates it).
+//! 0700 when the host creates it). The host serves at most [`MAX_CONNECTIONS`] connections at
+//! once (more are answered "busy") and gives each [`REQUEST_TIME`] to send its request.
 
+use crate::actor::log;
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
-use std::io::{BufRead, BufReader, Read as _, Write};
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 /// The longest request line the host reads.
 const MAX_REQUEST: u64 = 64 * 1024;
+
+/// The most control connections served at once.
+pub const MAX_CONNECTIONS: usize = 16;
+
+/// How long a client has to send its whole request (a module's bytes included).
+pub const REQUEST_TIME: Duration = Duration::from_secs(30);
+
+/// How long the host waits for a client to take its answer.
+const WRITE_TIME: Duration = Duration::from_secs(10);
 
 /// A request to a running host.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(tag = "op", rename_all = "lowercase")]
 pub enum Request {
-    /// Swap in this module file.
+    /// Swap in this module.
     Reload {
-        /// The module file, absolute.
+        /// Where the module came from (the client's path, for messages); without `len`, the file
+        /// the host reads.
         module: PathBuf,
+        /// The module's size, when its bytes follow the request line.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        len: Option<u64>,
     },
     /// Report the host's status.
     Status,
     /// Report the app's current state.
     State,
+    /// Change the limits and report them.
+    Limits {
+        /// The new call time limit, in milliseconds.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timeout_ms: Option<u64>,
+        /// The new memory limit, in MiB.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_memory_mib: Option<u64>,
+    },
+    /// Stop gracefully.
+    Stop,
 }
 
 /// A running host's answer.
@@ -50,7 +84,7 @@ pub struct Response {
     /// The swap, for a reload that succeeded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub swap: Option<serde_json::Value>,
-    /// The status, for `status`.
+    /// The status, for `status` and `limits`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<serde_json::Value>,
     /// The state, for `state`.
@@ -115,18 +149,40 @@ pub fn discover() -> anyhow::Result<PathBuf> {
     }
 }
 
-/// Removes the control socket when dropped (when the host stops).
-pub struct SocketFile(pub PathBuf);
+/// The control socket this host made: removed when dropped (when the host stops), and only if
+/// it is still the socket this host made (not a file someone put there since).
+pub struct SocketFile {
+    path: PathBuf,
+    inode: Option<u64>,
+}
+
+impl SocketFile {
+    /// The path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Removes the socket if it is still this host's.
+    pub fn remove(&self) {
+        use std::os::unix::fs::MetadataExt;
+        let ours = std::fs::symlink_metadata(&self.path)
+            .is_ok_and(|m| m.file_type().is_socket() && Some(m.ino()) == self.inode);
+        if ours {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
 
 impl Drop for SocketFile {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+        self.remove();
     }
 }
 
 /// Binds the control socket owner-only. A socket left behind by a host that is gone is
-/// replaced; one that a running host answers on is an error.
-pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
+/// replaced; one that a running host answers on is an error, and so is anything that is not a
+/// socket (a file at that path is never deleted).
+pub fn bind(path: &Path) -> anyhow::Result<(UnixListener, SocketFile)> {
     if let Some(dir) = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty() && !d.exists())
@@ -142,7 +198,13 @@ pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
                 )
             })?;
     }
-    if path.exists() {
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if !meta.file_type().is_socket() {
+            anyhow::bail!(
+                "--control {} names an existing file that is not a socket: pick another path (it is left alone)",
+                path.display()
+            );
+        }
         if UnixStream::connect(path).is_ok() {
             anyhow::bail!(
                 "another hotswap is listening on the control socket {}: pass --control PATH",
@@ -161,17 +223,132 @@ pub fn bind(path: &Path) -> anyhow::Result<UnixListener> {
             path.display()
         )
     })?;
-    Ok(listener)
+    use std::os::unix::fs::MetadataExt;
+    let inode = std::fs::symlink_metadata(path).ok().map(|m| m.ino());
+    Ok((
+        listener,
+        SocketFile {
+            path: path.to_owned(),
+            inode,
+        },
+    ))
 }
 
-/// Reads one request from a connection.
-pub fn read_request(stream: &UnixStream) -> Result<Request, String> {
-    let mut line = String::new();
-    let mut reader = BufReader::new(stream.take(MAX_REQUEST));
-    reader
-        .read_line(&mut line)
+/// What the host does with one request: its bytes (for a reload that sent them) and the answer.
+pub type Handler = Arc<dyn Fn(Request, Option<Vec<u8>>) -> Response + Send + Sync>;
+
+/// Accepts control connections until the process ends, each on its own thread (so a reload
+/// that compiles does not hold up a status request), at most [`MAX_CONNECTIONS`] at once.
+/// `max_module` bounds the bytes a reload may send.
+pub fn serve(listener: UnixListener, max_module: u64, handler: Handler) {
+    let active = Arc::new(AtomicUsize::new(0));
+    let mut last_error: Option<Instant> = None;
+    for stream in listener.incoming() {
+        let stream = match stream {
+            Ok(stream) => stream,
+            Err(e) => {
+                // Out of file descriptors, say: back off instead of spinning, log once a second.
+                if last_error.is_none_or(|at| at.elapsed() > Duration::from_secs(1)) {
+                    log(format_args!("cannot accept a control connection: {e}"));
+                    last_error = Some(Instant::now());
+                }
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+        };
+        let _ = stream.set_write_timeout(Some(WRITE_TIME));
+        if active.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
+            active.fetch_sub(1, Ordering::AcqRel);
+            let busy = format!("busy: {MAX_CONNECTIONS} control connections are open already");
+            let _ = write_response(&stream, &Response::failed(busy));
+            continue;
+        }
+        let (active, handler) = (active.clone(), handler.clone());
+        let spawned = std::thread::Builder::new()
+            .name("hotswap-control-conn".into())
+            .spawn(move || {
+                let response = match read_request(&stream, max_module) {
+                    Ok((request, bytes)) => handler(request, bytes),
+                    Err(message) => Response::failed(message),
+                };
+                let _ = write_response(&stream, &response);
+                active.fetch_sub(1, Ordering::AcqRel);
+            });
+        if spawned.is_err() {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// Reads one request, and the module bytes that follow a reload's line, within
+/// [`REQUEST_TIME`].
+fn read_request(
+    stream: &UnixStream,
+    max_module: u64,
+) -> Result<(Request, Option<Vec<u8>>), String> {
+    let deadline = Instant::now() + REQUEST_TIME;
+    let mut reader = BufReader::new(Deadlined { stream, deadline });
+    let mut line = Vec::new();
+    (&mut reader)
+        .take(MAX_REQUEST)
+        .read_until(b'\n', &mut line)
         .map_err(|e| format!("cannot read the request: {e}"))?;
-    serde_json::from_str(line.trim_end()).map_err(|e| format!("not a valid request: {e}"))
+    if line.last() != Some(&b'\n') {
+        return Err(format!(
+            "the request did not end with a newline within {MAX_REQUEST} bytes and {} s",
+            REQUEST_TIME.as_secs()
+        ));
+    }
+    let request: Request =
+        serde_json::from_slice(&line).map_err(|e| format!("not a valid request: {e}"))?;
+    let Request::Reload {
+        len: Some(len),
+        module,
+    } = &request
+    else {
+        return Ok((request, None));
+    };
+    if *len > max_module {
+        return Err(format!(
+            "{} is {len} bytes, over the {max_module}-byte limit on modules (--max-module-size)",
+            module.display()
+        ));
+    }
+    let mut bytes = Vec::new();
+    bytes
+        .try_reserve_exact(*len as usize)
+        .map_err(|_| format!("cannot hold {len} bytes of module"))?;
+    reader
+        .take(*len)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read the module's bytes: {e}"))?;
+    if bytes.len() as u64 != *len {
+        return Err(format!(
+            "the client sent {} of the {len} bytes it announced",
+            bytes.len()
+        ));
+    }
+    Ok((request, Some(bytes)))
+}
+
+/// A stream whose reads fail once the deadline has passed.
+struct Deadlined<'a> {
+    stream: &'a UnixStream,
+    deadline: Instant,
+}
+
+impl Read for Deadlined<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client took too long",
+            ));
+        }
+        self.stream.set_read_timeout(Some(left))?;
+        (&*self.stream).read(buf)
+    }
 }
 
 /// Writes the answer to a connection.
@@ -181,8 +358,9 @@ pub fn write_response(mut stream: &UnixStream, response: &Response) -> std::io::
     stream.write_all(&line)
 }
 
-/// Sends a request to the host listening on `path` and waits for its answer.
-pub fn send(path: &Path, request: &Request) -> anyhow::Result<Response> {
+/// Sends a request (and, for a reload, the module's bytes) to the host listening on `path` and
+/// waits for its answer.
+pub fn send(path: &Path, request: &Request, bytes: Option<&[u8]>) -> anyhow::Result<Response> {
     let mut stream = UnixStream::connect(path).with_context(|| {
         format!(
             "cannot reach a running hotswap on {} (is `hotswap run` running, with this --control?)",
@@ -192,10 +370,16 @@ pub fn send(path: &Path, request: &Request) -> anyhow::Result<Response> {
     let mut line = serde_json::to_vec(request)?;
     line.push(b'\n');
     stream.write_all(&line).context("cannot send the request")?;
+    if let Some(bytes) = bytes {
+        stream.write_all(bytes).context("cannot send the module")?;
+    }
     let mut answer = String::new();
     BufReader::new(&stream)
         .read_line(&mut answer)
         .context("cannot read the answer")?;
+    if answer.is_empty() {
+        anyhow::bail!("the host closed the connection without an answer (did it stop?)");
+    }
     serde_json::from_str(answer.trim_end())
         .with_context(|| format!("the host's answer is not valid: {:?}", answer.trim_end()))
 }

@@ -5,7 +5,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Why a call into a guest failed.
+/// Why a call into a guest failed. Text that came from the guest is escaped and capped
+/// ([`crate::text`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CallError {
     /// The guest returned [`hotswap_abi::STATUS_ERROR`] with this message (the instance is fine).
@@ -17,14 +18,23 @@ pub enum CallError {
     /// The guest trapped.
     #[error("guest trapped: {0}")]
     Trap(String),
-    /// The guest ran past the call time limit and was interrupted.
-    #[error("guest ran longer than the {} ms call limit and was interrupted", .0.as_millis())]
+    /// The guest ran past the call time limit (or blocked in WASI that long) and was interrupted.
+    #[error("guest ran longer than the {} ms call limit (--timeout) and was interrupted", .0.as_millis())]
     Timeout(Duration),
-    /// The guest tried to grow its memory past the limit.
-    #[error("guest tried to use more than the {} MiB memory limit", .0 >> 20)]
-    MemoryLimit(usize),
+    /// The guest needed more memory than the limit allows.
+    #[error(
+        "guest {} the {} memory limit (--max-memory; raise it on a running host with `hotswap limits --max-memory MIB`)",
+        wanted.map_or_else(|| "needed more than".to_owned(), |w| format!("tried to grow its memory to {}, past", crate::report::bytes(w))),
+        crate::report::bytes(*limit)
+    )]
+    MemoryLimit {
+        /// How much it asked for, when known.
+        wanted: Option<usize>,
+        /// The limit.
+        limit: usize,
+    },
     /// The guest called WASI `proc_exit`.
-    #[error("guest exited with status {0}")]
+    #[error("guest exited with status {0} (WASI `proc_exit`)")]
     Exit(i32),
     /// The guest broke the ABI contract: a bad pointer, length or status.
     #[error("guest broke the ABI: {0}")]
@@ -60,7 +70,9 @@ pub enum CheckError {
     },
     /// An import from outside WASI preview 1 and the `hotswap` namespace.
     #[error(
-        "the module imports `{module}::{name}`; a guest may import only `wasi_snapshot_preview1`, `hotswap::abort` and `hotswap::state_chunk`"
+        "the module imports `{module}::{name}`; a guest may import only `{}` and {}",
+        hotswap_abi::WASI_MODULE,
+        host_imports()
     )]
     ForeignImport {
         /// Import module.
@@ -71,6 +83,12 @@ pub enum CheckError {
     /// An import the host cannot provide (unknown WASI function, wrong type).
     #[error("the host cannot satisfy the module's imports: {0}")]
     Imports(String),
+    /// The module's state version is outside the ABI's range.
+    #[error(
+        "the module's state version is {0}, outside the ABI's range 0..={max}",
+        max = hotswap_abi::MAX_STATE_VERSION
+    )]
+    StateVersion(i32),
     /// The module speaks another ABI version.
     #[error("the module speaks Hotswap ABI version {found}; this host speaks version {expected}")]
     AbiVersion {
@@ -86,12 +104,33 @@ pub enum CheckError {
 #[derive(Debug, thiserror::Error)]
 pub enum SwapError {
     /// The module file could not be read.
-    #[error("cannot read {}: {source}", path.display())]
+    #[error("cannot read {}: {error}", path.display())]
     Read {
         /// The file.
         path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
+        /// The I/O error (part of this message, not a separate cause).
+        error: std::io::Error,
+    },
+    /// The module's path names something that is not a regular file.
+    #[error("{} is {kind}: a module must be a regular file", path.display())]
+    NotAFile {
+        /// The path.
+        path: PathBuf,
+        /// What it is.
+        kind: &'static str,
+    },
+    /// The module file is larger than the cap.
+    #[error(
+        "{} is {len} bytes, over the {limit}-byte limit on modules (--max-module-size)",
+        path.display()
+    )]
+    TooLarge {
+        /// The path.
+        path: PathBuf,
+        /// Its size (at least).
+        len: u64,
+        /// The cap.
+        limit: u64,
     },
     /// The module file is empty.
     #[error("the module is empty (0 bytes)")]
@@ -107,12 +146,18 @@ pub enum SwapError {
     /// The module failed the ABI checks.
     #[error(transparent)]
     Check(#[from] CheckError),
-    /// Instantiation failed (for example its memory is larger than the limit).
+    /// Instantiation failed before any guest code ran.
     #[error("cannot instantiate the module: {0}")]
     Instantiate(String),
-    /// `_initialize` or one of the ABI's query functions failed.
-    #[error("the module failed while initializing: {0}")]
-    Initialize(CallError),
+    /// A call while readying the new instance failed: its start function, `_initialize`, one
+    /// of the ABI's queries, or reserving and warming before the pause.
+    #[error("the module failed in {step}: {error}")]
+    Initialize {
+        /// Which call.
+        step: &'static str,
+        /// How.
+        error: CallError,
+    },
     /// The host serves HTTP and the new version does not export `hotswap_http`.
     #[error(
         "the new version does not serve HTTP (it does not export `hotswap_http`), and this host serves HTTP"
@@ -121,6 +166,16 @@ pub enum SwapError {
     /// `hotswap_start` failed.
     #[error("the app failed to start: {0}")]
     Start(CallError),
+    /// The new version's state version is lower than the running one's.
+    #[error(
+        "the new version's state version {new} is lower than the running version's {running}: a swap never goes back to an older state version"
+    )]
+    Downgrade {
+        /// The running version's state version.
+        running: u32,
+        /// The new version's.
+        new: u32,
+    },
     /// The old instance failed to export its state.
     #[error("the running version failed to export its state: {0}")]
     Export(CallError),
@@ -133,6 +188,18 @@ pub enum SwapError {
     /// The new instance failed while importing the state.
     #[error("the new version failed while importing the state: {0}")]
     Import(CallError),
+    /// The new instance imported the state but could not export it again: committing would
+    /// leave an app that can never move on.
+    #[error("the new version imported the state but cannot export it: {0}")]
+    Verify(CallError),
+}
+
+/// The host imports a guest may use, for messages.
+fn host_imports() -> String {
+    let names: Vec<String> = (hotswap_abi::HOST_IMPORTS.iter())
+        .map(|name| format!("`{}::{name}`", hotswap_abi::HOST_MODULE))
+        .collect();
+    names.join(" and ")
 }
 
 impl SwapError {

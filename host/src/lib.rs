@@ -2,15 +2,19 @@
 //!
 //! The pipeline, one module per step:
 //!
-//! 1. [`compile`]: read a module, hash it, compile it (or reuse it from the cache);
+//! 1. [`compile`]: read a module file (regular files only, size-capped), hash it, compile it;
 //! 2. [`check`]: check its exports and imports against the ABI ([`hotswap_abi`]);
 //! 3. [`guest`]: instantiate it in its own `Store` and make the ABI's calls, bounds-checked,
 //!    time-limited and memory-limited;
 //! 4. [`app`]: the running app: events, and swaps that export the old state, copy it into the
-//!    new instance, import it, and commit;
+//!    new instance, import it, prove the new instance can export it, and commit;
 //!
-//! and around it [`watch`] (new versions from a file), [`control`] (the control socket),
-//! [`http`] (HTTP in front of the app), [`serve`] (the `run` command's event loop) and [`cli`].
+//! with [`runtime`] holding what every version shares (engine, linker, limits, module cache),
+//! [`report`] what the app reports and [`text`] how guest text is made safe to print. Around
+//! them: [`actor`] (the one thread that owns the app and handles its events), [`serve`] (the
+//! `run` command, wiring every source of events to the actor), [`watch`] (new versions from a
+//! file), [`control`] (the control socket), [`http`] (HTTP in front of the app), [`state_view`]
+//! (the state as an operator reads it) and [`cli`].
 //!
 //! ```no_run
 //! # fn main() -> anyhow::Result<()> {
@@ -25,6 +29,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod actor;
 pub mod app;
 pub mod check;
 pub mod cli;
@@ -33,11 +38,16 @@ pub mod control;
 pub mod error;
 pub mod guest;
 pub mod http;
-mod runtime;
+pub mod report;
+pub mod runtime;
 pub mod serve;
+pub mod state_view;
+pub mod text;
 pub mod watch;
 
-pub use app::{App, EventError, Phases, Prepared, Stats, SwapRefused, SwapReport};
+pub use app::App;
 pub use compile::{Compiled, ModuleHash};
 pub use error::{CallError, CheckError, SwapError};
-pub use runtime::{Config, DirMapping, Runtime};
+pub use guest::{Config, DirMapping, Limits};
+pub use report::{EventError, Phases, Recovery, Stats, SwapRefused, SwapReport};
+pub use runtime::{Prepared, Runtime};

@@ -1,141 +1,27 @@
-//! The machinery shared by every version of an app: the wasmtime engine, the linker with WASI
-//! preview 1 and the `hotswap` namespace, the epoch ticker that enforces call time limits, and a
-//! cache of compiled modules by content hash.
+//! The machinery shared by every version of an app: the wasmtime engine, the linker, the limits,
+//! the epoch ticker that enforces call time limits, and a cache of compiled modules by content
+//! hash; and [`Runtime::prepare`], which turns module bytes into a [`Prepared`] version.
 
-use crate::compile::{Compiled, ModuleHash};
-use crate::error::CallError;
-use crate::guest::StateSink;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use crate::check::check;
+use crate::compile::{Compiled, ModuleHash, compile, display_name, read_module};
+use crate::error::{CallError, SwapError};
+use crate::guest::{Config, EPOCH_TICK, Guest, GuestCtx, Limits, Setup, linker};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
-use wasmtime::{Caller, Engine, Linker, Module, ResourceLimiter};
-use wasmtime_wasi::p1::WasiP1Ctx;
-
-/// How often the epoch advances: the granularity of call time limits.
-pub(crate) const EPOCH_TICK: Duration = Duration::from_millis(10);
+use std::time::{Duration, Instant};
+use wasmtime::{Engine, Linker, Module};
 
 /// How many compiled modules the cache keeps (the most recently used).
 const CACHE_CAPACITY: usize = 16;
 
-/// A host directory made visible to the guest.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DirMapping {
-    /// The directory on the host.
-    pub host: PathBuf,
-    /// Where the guest sees it.
-    pub guest: String,
-}
-
-/// Limits and capabilities given to every instance.
-#[derive(Clone, Debug)]
-pub struct Config {
-    /// The longest one call into a guest may run before it is interrupted.
-    pub call_timeout: Duration,
-    /// The most linear memory one instance may have, in bytes.
-    pub max_memory: usize,
-    /// Directories the guest may open.
-    pub dirs: Vec<DirMapping>,
-    /// Environment variables the guest sees.
-    pub env: Vec<(String, String)>,
-    /// Whether the guest's WASI stdout and stderr go to the host's.
-    pub inherit_stdio: bool,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            call_timeout: Duration::from_secs(10),
-            max_memory: 2 << 30,
-            dirs: Vec::new(),
-            env: Vec::new(),
-            inherit_stdio: true,
-        }
-    }
-}
-
-/// What each instance's `Store` holds.
-pub(crate) struct GuestCtx {
-    pub(crate) wasi: WasiP1Ctx,
-    /// The most linear memory the instance may have, in bytes.
-    pub(crate) max_memory: usize,
-    /// Where the instance's memory size is published as it grows (see [`crate::App::memory_watch`]).
-    pub(crate) memory_watch: Option<Arc<AtomicUsize>>,
-    /// Where `hotswap.state_chunk` puts the state, during `hotswap_export_state` only.
-    pub(crate) state_sink: Option<StateSink>,
-}
-
-/// The most elements a guest's table may have.
-const MAX_TABLE_ELEMENTS: usize = 1 << 20;
-
-/// A guest tried to grow its memory past [`Config::max_memory`]: the growth traps with this.
-#[derive(Debug)]
-pub(crate) struct MemoryLimitExceeded;
-
-impl std::fmt::Display for MemoryLimitExceeded {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("memory limit exceeded")
-    }
-}
-
-impl std::error::Error for MemoryLimitExceeded {}
-
-impl ResourceLimiter for GuestCtx {
-    fn memory_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        if desired > self.max_memory {
-            return Err(wasmtime::Error::new(MemoryLimitExceeded));
-        }
-        if let Some(watch) = &self.memory_watch {
-            watch.store(desired, Ordering::Relaxed);
-        }
-        Ok(true)
-    }
-
-    fn table_growing(
-        &mut self,
-        _current: usize,
-        desired: usize,
-        _maximum: Option<usize>,
-    ) -> wasmtime::Result<bool> {
-        Ok(desired <= MAX_TABLE_ELEMENTS)
-    }
-}
-
-/// A guest's explanation for the trap it is about to take (`hotswap.abort`).
-#[derive(Debug)]
-pub(crate) struct GuestAbort(pub(crate) String);
-
-impl std::fmt::Display for GuestAbort {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for GuestAbort {}
-
-/// A host import refused a guest's call: the call traps with this, and fails with the error.
-#[derive(Debug)]
-pub(crate) struct HostRefusal(pub(crate) CallError);
-
-impl std::fmt::Display for HostRefusal {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
-    }
-}
-
-impl std::error::Error for HostRefusal {}
-
 /// The engine, linker, limits and module cache shared by every instance of every version.
 pub struct Runtime {
-    pub(crate) engine: Engine,
-    pub(crate) linker: Linker<GuestCtx>,
-    pub(crate) config: Config,
+    engine: Engine,
+    linker: Linker<GuestCtx>,
+    config: Config,
+    limits: Arc<Limits>,
     cache: Mutex<Vec<(ModuleHash, Module)>>,
     _ticker: EpochTicker,
 }
@@ -150,49 +36,93 @@ impl Runtime {
         // memory without a lookup per access.
         engine_config.memory_may_move(false);
         // For profiling guests: `HOTSWAP_PERFMAP=1 perf record ...` names compiled guest
-        // functions in perf's reports (BENCHMARKS.md was profiled this way).
+        // functions in perf's reports.
         if std::env::var_os("HOTSWAP_PERFMAP").is_some() {
             engine_config.profiler(wasmtime::ProfilingStrategy::PerfMap);
         }
         let engine = Engine::new(&engine_config)?;
-
-        let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |ctx: &mut GuestCtx| &mut ctx.wasi)?;
-        linker.func_wrap(
-            hotswap_abi::HOST_MODULE,
-            hotswap_abi::HOST_ABORT,
-            |mut caller: Caller<'_, GuestCtx>, ptr: i32, len: i32| -> wasmtime::Result<()> {
-                let message = read_guest_string(&mut caller, ptr, len);
-                Err(wasmtime::Error::new(GuestAbort(message)))
-            },
-        )?;
-        linker.func_wrap(
-            hotswap_abi::HOST_MODULE,
-            hotswap_abi::HOST_STATE_CHUNK,
-            crate::guest::state_chunk,
-        )?;
-
+        let limits = Arc::new(Limits::new(&config));
         Ok(Arc::new(Runtime {
-            _ticker: EpochTicker::start(engine.clone())?,
+            _ticker: EpochTicker::start(engine.clone(), limits.clone())?,
+            linker: linker(&engine)?,
             engine,
-            linker,
             config,
+            limits,
             cache: Mutex::new(Vec::new()),
         }))
     }
 
-    /// The limits and capabilities every instance gets.
+    /// The capabilities every instance gets, and the limits it started with.
     pub fn config(&self) -> &Config {
         &self.config
     }
 
-    /// The epoch deadline, in ticks, that gives a call `call_timeout` to run.
-    pub(crate) fn deadline_ticks(&self) -> u64 {
-        (self.config.call_timeout.as_nanos() / EPOCH_TICK.as_nanos()) as u64 + 1
+    /// The limits in force (changeable while the app runs).
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Compiles module bytes (binary, or WAT text when `name` ends in `.wat`), or takes them
+    /// from the cache of recently compiled modules.
+    pub fn compile(&self, name: &str, bytes: &[u8]) -> Result<Compiled, SwapError> {
+        let hash = ModuleHash::of(bytes);
+        let name = name.to_owned();
+        if let Some(module) = self.cached(&hash) {
+            let compile_time = Duration::ZERO;
+            return Ok(Compiled {
+                name,
+                hash,
+                module,
+                compile_time,
+                cached: true,
+            });
+        }
+        let started = Instant::now();
+        let module = compile(&self.engine, &name, bytes)?;
+        let compile_time = started.elapsed();
+        Ok(Compiled {
+            name,
+            hash,
+            module,
+            compile_time,
+            cached: false,
+        })
+    }
+
+    /// Compiles (or takes from the cache), checks and instantiates module bytes. `name` is used
+    /// in messages; a name ending in `.wat` allows WebAssembly text.
+    pub fn prepare(&self, name: &str, bytes: &[u8]) -> Result<Prepared, SwapError> {
+        let started = Instant::now();
+        let compiled = self.compile(name, bytes)?;
+        let guest = self.instantiate(&compiled)?;
+        self.remember(&compiled);
+        let prepare_time = started.elapsed();
+        Ok(Prepared {
+            compiled,
+            guest,
+            prepare_time,
+        })
+    }
+
+    /// [`Runtime::prepare`] for a module file.
+    pub fn prepare_file(&self, path: &Path) -> Result<Prepared, SwapError> {
+        let bytes = read_module(path, self.config.max_module)?;
+        self.prepare(&display_name(path), &bytes)
+    }
+
+    /// Checks a compiled module and makes a new instance of it.
+    pub(crate) fn instantiate(&self, compiled: &Compiled) -> Result<Guest, SwapError> {
+        let pre = check(&self.linker, &compiled.module)?;
+        let setup = Setup {
+            engine: &self.engine,
+            config: &self.config,
+            limits: &self.limits,
+        };
+        Guest::instantiate(&setup, &pre, compiled)
     }
 
     /// A compiled module from the cache, if these bytes were compiled before.
-    pub(crate) fn cached(&self, hash: &ModuleHash) -> Option<Module> {
+    fn cached(&self, hash: &ModuleHash) -> Option<Module> {
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         let at = cache.iter().position(|(h, _)| h == hash)?;
         let entry = cache.remove(at);
@@ -202,7 +132,7 @@ impl Runtime {
     }
 
     /// Remembers a compiled module, evicting the least recently used beyond the capacity.
-    pub(crate) fn remember(&self, compiled: &Compiled) {
+    fn remember(&self, compiled: &Compiled) {
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         cache.retain(|(h, _)| *h != compiled.hash);
         cache.insert(0, (compiled.hash, compiled.module.clone()));
@@ -210,29 +140,62 @@ impl Runtime {
     }
 }
 
-/// Reads a guest-supplied UTF-8 string, bounds-checked; a bad range yields a note instead.
-fn read_guest_string(caller: &mut Caller<'_, GuestCtx>, ptr: i32, len: i32) -> String {
-    let Some(memory) = caller
-        .get_export(hotswap_abi::MEMORY)
-        .and_then(|e| e.into_memory())
-    else {
-        return "(the guest has no memory export to read its message from)".into();
-    };
-    let (start, len) = (ptr as u32 as usize, len as u32 as usize);
-    match memory.data(&caller).get(start..start.saturating_add(len)) {
-        Some(bytes) => String::from_utf8_lossy(bytes).into_owned(),
-        None => format!("(the guest's message at {start}+{len} lies outside its memory)"),
+/// A new version, compiled, checked and instantiated, ready to take the state.
+pub struct Prepared {
+    pub(crate) compiled: Compiled,
+    pub(crate) guest: Guest,
+    pub(crate) prepare_time: Duration,
+}
+
+impl Prepared {
+    /// The module.
+    pub fn compiled(&self) -> &Compiled {
+        &self.compiled
+    }
+
+    /// The state version the new code writes.
+    pub fn state_version(&self) -> u32 {
+        self.guest.state_version()
+    }
+
+    /// Whether the new version serves HTTP (exports `hotswap_http`).
+    pub fn serves_http(&self) -> bool {
+        self.guest.serves_http()
+    }
+
+    /// The new instance's linear memory size, in bytes.
+    pub fn memory_size(&self) -> usize {
+        self.guest.memory_size()
+    }
+
+    /// Reserves and touches an input buffer of `len` bytes in the new instance, so that a state
+    /// of up to that size is copied in without allocating or faulting in pages during the pause.
+    pub fn reserve_state(&mut self, len: usize) -> Result<(), CallError> {
+        self.guest.reserve_input(len)?;
+        self.guest.touch_input();
+        Ok(())
+    }
+
+    /// Grows the new instance's heap until its memory is about `memory` bytes, the size of the
+    /// instance it replaces (from [`crate::App::memory_watch`]), with the pages faulted in, so
+    /// that decoding the state does not grow memory during the pause. Growing only to the old
+    /// size, not by it, keeps memory from creeping up over many swaps. A no-op for a guest that
+    /// does not export `hotswap_warm`.
+    pub fn warm_heap(&mut self, memory: usize) -> Result<(), CallError> {
+        let missing = memory.saturating_sub(self.guest.memory_size());
+        self.guest.warm(missing)
     }
 }
 
-/// A thread that advances the engine's epoch every [`EPOCH_TICK`] until dropped.
+/// A thread that advances the engine's epoch (and the host's count of it) every
+/// [`EPOCH_TICK`] until dropped.
 struct EpochTicker {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl EpochTicker {
-    fn start(engine: Engine) -> std::io::Result<Self> {
+    fn start(engine: Engine, limits: Arc<Limits>) -> std::io::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
@@ -240,6 +203,7 @@ impl EpochTicker {
             .spawn(move || {
                 while !flag.load(Ordering::Relaxed) {
                     std::thread::sleep(EPOCH_TICK);
+                    limits.tick();
                     engine.increment_epoch();
                 }
             })?;

@@ -1,24 +1,26 @@
-//! `hotswap run`: one app and its events: stdin lines, timer ticks, new versions from the
-//! watcher, and requests on the control socket, handled one at a time.
+//! `hotswap run`: wires every source of events to the app's actor ([`crate::actor`]): stdin
+//! lines, timer ticks, HTTP requests, new versions from the watcher and the control socket,
+//! and signals.
 //!
-//! Strategy: the calling thread owns the [`App`] and is its only user (an actor). Every source of
-//! events is a thread that sends into one channel: the stdin reader, the ticker, the watcher and
-//! one thread per control connection. New versions are compiled and instantiated on the thread
-//! that found them while the app keeps serving, and sent as prepared versions; the swap then
-//! happens between two events, and events that arrive meanwhile wait in the channel. End of
-//! stdin ends the run.
+//! Strategy: the calling thread becomes the actor, the only user of the [`App`]. Every source is
+//! a thread that sends into one channel. New versions are compiled and instantiated on the
+//! thread that found them (at background priority) while the app keeps serving, and sent as
+//! prepared versions; the swap then happens between two events. The end of stdin (without
+//! HTTP), a first SIGTERM or SIGINT, or `hotswap stop` stops the host gracefully; a second
+//! signal exits at once.
 
-use crate::app::{App, Prepared, SwapReport, format_duration};
+use crate::actor::{Actor, Command, Event, Input, Query, Reply, Stopped, log};
+use crate::app::App;
 use crate::compile::{ModuleHash, display_name, read_module};
 use crate::control::{self, Request, Response, SocketFile};
 use crate::error::{CallError, SwapError};
-use crate::runtime::Runtime;
+use crate::http::HttpOptions;
+use crate::report::format_duration;
+use crate::runtime::{Prepared, Runtime};
 use crate::watch::{Change, watch};
 use anyhow::Context as _;
-use serde_json::json;
-use std::io::{BufRead, Write};
+use std::io::BufRead;
 use std::net::SocketAddr;
-use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
@@ -39,333 +41,266 @@ pub struct RunOptions {
     pub control: Option<PathBuf>,
     /// Serve HTTP on this address (then the end of stdin does not stop the host).
     pub http: Option<SocketAddr>,
-    /// The largest HTTP request body accepted (413 beyond).
-    pub max_body: usize,
+    /// Limits on HTTP clients.
+    pub http_options: HttpOptions,
+    /// How long a graceful stop waits for HTTP requests in flight.
+    pub drain_timeout: Duration,
 }
 
 /// The smallest input buffer a new version reserves before its swap: small states and the first
 /// messages after the swap then need no allocation call.
 const MIN_RESERVE: usize = 4096;
 
-/// Where the answer to an event goes, for events a control client waits on.
-type Reply = Option<mpsc::Sender<Response>>;
-
-enum Event {
-    Line(Vec<u8>),
-    Tick,
-    /// A prepared version from `source`.
-    Swap {
-        prepared: Box<Prepared>,
-        source: PathBuf,
-        reply: Reply,
-    },
-    /// A version that could not be prepared.
-    Refused {
-        attempted: String,
-        error: SwapError,
-        reply: Reply,
-    },
-    /// An HTTP request.
-    Http(crate::http::Job),
-    /// `status` or `state` from the control socket.
-    Query {
-        request: Request,
-        reply: mpsc::Sender<Response>,
-    },
-    Eof,
-}
-
-/// What the actor knows besides the app.
-struct Host {
-    app: App,
-    /// The file the running version came from.
-    module_path: PathBuf,
-    started: Instant,
-    /// The size of the last state carried over: new versions reserve that much before the pause.
-    state_len: Arc<AtomicUsize>,
-}
-
-/// Runs the app until stdin ends.
+/// Runs the app until stdin ends (without HTTP) or the host is stopped.
 pub fn run(runtime: Arc<Runtime>, options: &RunOptions) -> anyhow::Result<()> {
     // Cranelift compiles on rayon's global pool: its threads work in the background too. (If
     // the pool already exists, it keeps its threads as they are.)
     let _ = rayon::ThreadPoolBuilder::new()
         .start_handler(|_| background_priority())
         .build_global();
-    let path = &options.module;
-    let name = display_name(path);
     let started = Instant::now();
-    let prepared = runtime
-        .prepare_file(path)
-        .with_context(|| format!("cannot load {}", path.display()))?;
-    let app =
-        App::start(runtime.clone(), prepared).with_context(|| format!("cannot start {name}"))?;
+    let app = start_app(&runtime, &options.module)?;
     log(format_args!(
         "running {} (state v{}), ready in {}",
         app.module(),
         app.state_version(),
         format_duration(started.elapsed())
     ));
-
-    let control_path = options
-        .control
-        .clone()
-        .unwrap_or_else(control::default_path);
-    let listener = control::bind(&control_path)?;
-    let _socket_file = SocketFile(control_path.clone());
-    log(format_args!(
-        "control socket: {} (hotswap reload|status|state --control PATH)",
-        control_path.display()
-    ));
-
     let serves_http = options.http.is_some();
     if serves_http && !app.serves_http() {
+        let name = display_name(&options.module);
         anyhow::bail!(
             "{name} does not serve HTTP (it does not export `hotswap_http`): drop --http"
         );
     }
+    let control_path = options
+        .control
+        .clone()
+        .unwrap_or_else(control::default_path);
+    let (listener, socket) = control::bind(&control_path)?;
+    let socket = Arc::new(socket);
+    log(format_args!(
+        "control socket: {} (hotswap reload|status|state|limits|stop --control PATH)",
+        control_path.display()
+    ));
     let hints = Hints {
         state_len: Arc::new(AtomicUsize::new(0)),
         memory: app.memory_watch(),
     };
     let (tx, rx) = mpsc::channel();
-    if let Some(addr) = options.http {
-        let listener = std::net::TcpListener::bind(addr)
-            .with_context(|| format!("cannot listen for HTTP on {addr}"))?;
-        let bound = listener.local_addr()?;
-        let tx = tx.clone();
-        let submit: crate::http::Submit = Arc::new(move |job| tx.send(Event::Http(job)).is_ok());
-        crate::http::spawn(listener, options.max_body, submit)?;
-        log(format_args!(
-            "serving HTTP on http://{bound} (request bodies up to {} bytes)",
-            options.max_body
-        ));
-    }
+    spawn_signals(tx.clone(), socket.clone())?;
+    let http = match options.http {
+        Some(addr) => Some(start_http(addr, options, tx.clone())?),
+        None => None,
+    };
     spawn("hotswap-stdin", read_stdin(tx.clone()))?;
-    // At most one tick waits in the queue: a slow app misses ticks rather than piling them up.
     let tick_queued = Arc::new(AtomicBool::new(false));
     if let Some(period) = options.tick {
-        let (tx, queued) = (tx.clone(), tick_queued.clone());
-        spawn("hotswap-tick", move || {
-            loop {
-                if !queued.swap(true, Ordering::AcqRel) && tx.send(Event::Tick).is_err() {
-                    return;
-                }
-                std::thread::sleep(period);
-            }
-        })?;
+        spawn(
+            "hotswap-tick",
+            tick(period, tx.clone(), tick_queued.clone()),
+        )?;
     }
-    {
-        let (runtime, hints, tx) = (runtime.clone(), hints.clone(), tx.clone());
-        spawn("hotswap-control", move || {
-            serve_control(listener, runtime, hints, serves_http, tx)
-        })?;
-    }
-    let _watcher = if options.watch {
-        let (runtime, hints, tx, source) =
-            (runtime.clone(), hints.clone(), tx.clone(), path.clone());
-        let on_change = move |change| match change {
-            Change::Content(bytes) => {
-                let event = prepare(&runtime, &source, &bytes, &hints, serves_http, None);
-                let _ = tx.send(event);
-            }
-            Change::Error(message) => log(format_args!("{message}")),
-        };
-        let watcher = watch(path, app.module().hash, options.debounce, on_change)?;
-        log(format_args!("watching {} for new versions", path.display()));
-        Some(watcher)
-    } else {
-        None
+    let handler = control_handler(runtime.clone(), hints.clone(), serves_http, tx.clone());
+    let max_module = runtime.config().max_module;
+    spawn("hotswap-control", move || {
+        control::serve(listener, max_module, handler)
+    })?;
+    let _watcher = match options.watch {
+        true => Some(start_watch(
+            &runtime,
+            &app,
+            options,
+            &hints,
+            serves_http,
+            tx.clone(),
+        )?),
+        false => None,
     };
     drop(tx);
-
-    let mut host = Host {
+    let actor = Actor {
         app,
-        module_path: path.clone(),
+        origin: options.module.clone(),
+        watching: options.watch.then(|| options.module.clone()),
         started,
         state_len: hints.state_len,
+        tick_queued,
+        http_connections: http.as_ref().map(|h| h.connections()),
+        shut_http: http.map(|h| Box::new(h.shutdown_handle()) as Box<dyn FnOnce()>),
+        drain_timeout: options.drain_timeout,
     };
-    let stdout = std::io::stdout();
-    for event in rx {
-        match event {
-            Event::Line(line) => {
-                let mut out = stdout.lock();
-                let written = host.app.message_with(&line, |reply| {
-                    out.write_all(reply).and_then(|()| out.write_all(b"\n"))
-                });
-                match written {
-                    Ok(result) => result?,
-                    Err(e) => {
-                        log(format_args!("message failed: {e}"));
-                        writeln!(out, "error: {e}")?;
-                    }
-                }
-                out.flush()?;
-            }
-            Event::Tick => {
-                tick_queued.store(false, Ordering::Release);
-                let now_ms = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as u64);
-                if let Err(e) = host.app.tick(now_ms) {
-                    log(format_args!("tick failed: {e}"));
-                }
-            }
-            Event::Swap {
-                prepared,
-                source,
-                reply,
-            } => {
-                let response = host.swap(*prepared, source);
-                answer(reply, response);
-            }
-            Event::Refused {
-                attempted,
-                error,
-                reply,
-            } => {
-                let refused = host.app.refused(attempted, error);
-                log(format_args!("{refused}"));
-                answer(reply, Response::failed(refused.to_string()));
-            }
-            Event::Http(job) => {
-                let response = host.app.http(&job.request).unwrap_or_else(|e| {
-                    log(format_args!(
-                        "HTTP {} {} failed: {e}",
-                        job.request.method, job.request.path
-                    ));
-                    hotswap_abi::http::Response {
-                        status: 500,
-                        // The reason is in the host's log, not for the client.
-                        body: hotswap_abi::http::Bytes(b"internal error\n".to_vec()),
-                        ..Default::default()
-                    }
-                });
-                let _ = job.reply.send(response);
-            }
-            Event::Query { request, reply } => {
-                let _ = reply.send(host.query(&request));
-            }
-            Event::Eof if serves_http => log(format_args!("stdin closed; still serving HTTP")),
-            Event::Eof => break,
-        }
-    }
-    let stats = host.app.stats();
+    let (stopped, app) = actor.run(rx)?;
+    let stats = app.stats();
+    let why = match stopped {
+        Stopped::Eof => "stdin closed".to_owned(),
+        Stopped::Stop(why) => why,
+        Stopped::Disconnected => "every source of events closed".to_owned(),
+    };
     log(format_args!(
-        "stdin closed; stopping after {} events, {} swaps, {} refused",
+        "{why}; stopped after {} events, {} swaps, {} refused",
         stats.events, stats.swaps, stats.refused
     ));
+    socket.remove();
     Ok(())
 }
 
-impl Host {
-    fn swap(&mut self, prepared: Prepared, source: PathBuf) -> Response {
-        match self.app.swap(prepared) {
-            Ok(report) => {
-                self.state_len.store(report.state_len, Ordering::Relaxed);
-                self.module_path = source;
-                log(format_args!("{report}"));
-                Response {
-                    ok: true,
-                    message: report.to_string(),
-                    swap: Some(report_json(&report)),
-                    ..Response::default()
-                }
-            }
-            Err(refused) => {
-                log(format_args!("{refused}"));
-                Response::failed(refused.to_string())
-            }
-        }
-    }
+fn start_app(runtime: &Arc<Runtime>, path: &Path) -> anyhow::Result<App> {
+    let prepared = runtime
+        .prepare_file(path)
+        .with_context(|| format!("cannot load {}", path.display()))?;
+    let name = display_name(path);
+    App::start(runtime.clone(), prepared).with_context(|| format!("cannot start {name}"))
+}
 
-    fn query(&mut self, request: &Request) -> Response {
-        let module = self.app.module();
-        match request {
-            Request::Status => {
-                let stats = self.app.stats();
-                let status = json!({
-                    "module": self.module_path,
-                    "name": module.name,
-                    "hash": format!("{:?}", module.hash),
-                    "state_version": self.app.state_version(),
-                    "state_bytes_at_last_swap": stats.last_state_len,
-                    "memory_bytes": self.app.memory_size(),
-                    "uptime_s": self.started.elapsed().as_secs_f64(),
-                    "events": stats.events,
-                    "swaps": stats.swaps,
-                    "refused": stats.refused,
-                    "recoveries": stats.recoveries,
-                    "last_pause_us": stats.last_pause.map(|d| d.as_secs_f64() * 1e6),
-                });
-                let message = format!(
-                    "running {module} from {} (state v{}), up {:.0} s, {} events, {} swaps, {} refused, last pause {}",
-                    self.module_path.display(),
-                    self.app.state_version(),
-                    self.started.elapsed().as_secs_f64(),
-                    stats.events,
-                    stats.swaps,
-                    stats.refused,
-                    stats
-                        .last_pause
-                        .map_or_else(|| "none".to_owned(), format_duration),
-                );
-                Response {
-                    ok: true,
-                    message,
-                    status: Some(status),
-                    ..Response::default()
+fn start_http(
+    addr: SocketAddr,
+    options: &RunOptions,
+    tx: mpsc::Sender<Event>,
+) -> anyhow::Result<crate::http::HttpServer> {
+    let listener = std::net::TcpListener::bind(addr)
+        .with_context(|| format!("cannot listen for HTTP on {addr}"))?;
+    let bound = listener.local_addr()?;
+    let submit_tx = tx.clone();
+    let submit: crate::http::Submit = Arc::new(move |job: crate::http::Job| {
+        let event = Event::Input(
+            Input::Http(job.request),
+            crate::actor::Answer::Http(job.reply),
+        );
+        submit_tx.send(event).is_ok()
+    });
+    let on_drained = move || {
+        let _ = tx.send(Event::Command(Command::Drained));
+    };
+    let o = &options.http_options;
+    let server = crate::http::spawn(listener, o.clone(), submit, on_drained)?;
+    log(format_args!(
+        "serving HTTP on http://{bound} (bodies up to {} bytes, at most {} connections)",
+        o.max_body, o.max_connections
+    ));
+    Ok(server)
+}
+
+fn start_watch(
+    runtime: &Arc<Runtime>,
+    app: &App,
+    options: &RunOptions,
+    hints: &Hints,
+    serves_http: bool,
+    tx: mpsc::Sender<Event>,
+) -> anyhow::Result<crate::watch::ModuleWatcher> {
+    let path = &options.module;
+    let (runtime, hints, source) = (runtime.clone(), hints.clone(), path.clone());
+    let max_module = runtime.config().max_module;
+    let on_change = move |change| match change {
+        Change::Content(bytes) => {
+            let command = prepare(&runtime, &source, &bytes, &hints, serves_http, None);
+            let _ = tx.send(Event::Command(command));
+        }
+        Change::Error(message) => log(format_args!("{message}")),
+    };
+    let watcher = watch(
+        path,
+        app.module().hash,
+        options.debounce,
+        max_module,
+        on_change,
+    )?;
+    log(format_args!("watching {} for new versions", path.display()));
+    Ok(watcher)
+}
+
+/// SIGTERM and SIGINT: the first stops the host gracefully, a second exits at once.
+fn spawn_signals(tx: mpsc::Sender<Event>, socket: Arc<SocketFile>) -> anyhow::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals =
+        signal_hook::iterator::Signals::new([SIGTERM, SIGINT]).context("cannot handle signals")?;
+    spawn("hotswap-signals", move || {
+        let mut stopping = false;
+        for signal in signals.forever() {
+            let name = if signal == SIGTERM {
+                "SIGTERM"
+            } else {
+                "SIGINT"
+            };
+            if stopping {
+                log(format_args!("second {name}: exiting at once"));
+                socket.remove();
+                std::process::exit(128 + signal);
+            }
+            stopping = true;
+            let why = format!("{name} received");
+            let _ = tx.send(Event::Command(Command::Stop { why, reply: None }));
+        }
+    })
+}
+
+/// The control socket's requests, turned into commands for the actor.
+fn control_handler(
+    runtime: Arc<Runtime>,
+    hints: Hints,
+    http: bool,
+    tx: mpsc::Sender<Event>,
+) -> control::Handler {
+    Arc::new(move |request, bytes| {
+        let (reply, answer) = mpsc::channel();
+        let command = match request {
+            Request::Reload { module, .. } => {
+                background_priority();
+                log(format_args!(
+                    "control: reload {}",
+                    crate::text::escape(&module.display().to_string(), 300)
+                ));
+                let bytes =
+                    bytes.map_or_else(|| read_module(&module, runtime.config().max_module), Ok);
+                match bytes {
+                    Ok(bytes) => prepare(&runtime, &module, &bytes, &hints, http, Some(reply)),
+                    Err(error) => Command::Refused {
+                        attempted: display_name(&module),
+                        error,
+                        reply: Some(reply),
+                    },
                 }
             }
-            Request::State => match self.app.export_state() {
-                Ok(bytes) => {
-                    // The SDK's encoding is MessagePack; anything else is shown as its size only.
-                    let decoded: Option<serde_json::Value> =
-                        hotswap_msgpack::from_slice(&bytes).ok();
-                    let message = match &decoded {
-                        Some(value) => serde_json::to_string_pretty(value).unwrap_or_default(),
-                        None => format!("({} bytes that are not MessagePack)", bytes.len()),
-                    };
-                    let state = json!({
-                        "state_version": self.app.state_version(),
-                        "bytes": bytes.len(),
-                        "value": decoded,
-                    });
-                    Response {
-                        ok: true,
-                        message,
-                        state: Some(state),
-                        ..Response::default()
-                    }
-                }
-                Err(e) => Response::failed(format!("cannot export the state: {e}")),
+            Request::Status => Command::Query {
+                query: Query::Status,
+                reply,
             },
-            Request::Reload { .. } => Response::failed("a reload is not a query"),
+            Request::State => Command::Query {
+                query: Query::State,
+                reply,
+            },
+            Request::Limits {
+                timeout_ms,
+                max_memory_mib,
+            } => match limits_query(timeout_ms, max_memory_mib) {
+                Ok(query) => Command::Query { query, reply },
+                Err(message) => return Response::failed(message),
+            },
+            Request::Stop => Command::Stop {
+                why: "hotswap stop".into(),
+                reply: Some(reply),
+            },
+        };
+        match tx.send(Event::Command(command)) {
+            Ok(()) => answer
+                .recv()
+                .unwrap_or_else(|_| Response::failed("the host is stopping")),
+            Err(_) => Response::failed("the host is stopping"),
         }
-    }
+    })
 }
 
-fn answer(reply: Reply, response: Response) {
-    if let Some(reply) = reply {
-        let _ = reply.send(response);
+/// A `limits` request, checked as the command line checks the same flags.
+fn limits_query(timeout_ms: Option<u64>, max_memory_mib: Option<u64>) -> Result<Query, String> {
+    if timeout_ms == Some(0) {
+        return Err("--timeout must be at least 1 ms".into());
     }
-}
-
-fn report_json(report: &SwapReport) -> serde_json::Value {
-    let us = |d: Duration| d.as_secs_f64() * 1e6;
-    json!({
-        "from": report.from,
-        "to": report.to,
-        "from_state_version": report.from_state_version,
-        "to_state_version": report.to_state_version,
-        "state_bytes": report.state_len,
-        "cached": report.cached,
-        "compile_us": us(report.compile_time),
-        "prepare_us": us(report.prepare_time),
-        "pause_us": us(report.phases.pause),
-        "export_us": us(report.phases.export),
-        "copy_us": us(report.phases.copy),
-        "import_us": us(report.phases.import),
+    if max_memory_mib.is_some_and(|m| !(1..=4096).contains(&m)) {
+        return Err("--max-memory must be 1 to 4096 MiB (wasm32 allows at most 4096)".into());
+    }
+    Ok(Query::Limits {
+        timeout: timeout_ms.map(Duration::from_millis),
+        max_memory: max_memory_mib.map(|m| (m as usize) << 20),
     })
 }
 
@@ -386,11 +321,6 @@ pub(crate) fn background_priority() {
     }
 }
 
-/// The host's own log line, on stderr.
-fn log(message: std::fmt::Arguments<'_>) {
-    eprintln!("hotswap: {message}");
-}
-
 fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> anyhow::Result<()> {
     std::thread::Builder::new()
         .name(name.into())
@@ -399,7 +329,7 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Sends each stdin line (without its line ending) as a message, then `Eof`.
+/// Sends each stdin line (without its line ending) as a message, then the end of stdin.
 fn read_stdin(tx: mpsc::Sender<Event>) -> impl FnOnce() + Send + 'static {
     move || {
         let mut stdin = std::io::stdin().lock();
@@ -415,7 +345,11 @@ fn read_stdin(tx: mpsc::Sender<Event>) -> impl FnOnce() + Send + 'static {
                     if line.last() == Some(&b'\r') {
                         line.pop();
                     }
-                    if tx.send(Event::Line(std::mem::take(&mut line))).is_err() {
+                    let input = Input::Message(std::mem::take(&mut line));
+                    if tx
+                        .send(Event::Input(input, crate::actor::Answer::Stdout))
+                        .is_err()
+                    {
                         return;
                     }
                 }
@@ -425,7 +359,28 @@ fn read_stdin(tx: mpsc::Sender<Event>) -> impl FnOnce() + Send + 'static {
                 }
             }
         }
-        let _ = tx.send(Event::Eof);
+        let _ = tx.send(Event::Command(Command::Eof));
+    }
+}
+
+/// Sends a tick every `period`; at most one waits in the queue, so a slow app misses ticks
+/// rather than piling them up.
+fn tick(
+    period: Duration,
+    tx: mpsc::Sender<Event>,
+    queued: Arc<AtomicBool>,
+) -> impl FnOnce() + Send + 'static {
+    move || loop {
+        if !queued.swap(true, Ordering::AcqRel) {
+            let now_ms = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            let event = Event::Input(Input::Tick { now_ms }, crate::actor::Answer::Nobody);
+            if tx.send(event).is_err() {
+                return;
+            }
+        }
+        std::thread::sleep(period);
     }
 }
 
@@ -443,18 +398,23 @@ impl Hints {
     /// Best effort: a guest that cannot allocate now reserves during the pause instead. But a
     /// trap, timeout or broken contract here may have left the new instance half-way through
     /// an operation: that is an error, and the swap is refused.
-    fn apply(&self, prepared: &mut Prepared) -> Result<(), CallError> {
-        let ready = prepared
-            .reserve_state(self.state_len.load(Ordering::Relaxed).max(MIN_RESERVE))
-            .and_then(|()| prepared.warm_heap(self.memory.load(Ordering::Relaxed)));
-        match ready {
-            Err(error) if error.instance_lost() => Err(error),
-            _ => Ok(()),
-        }
+    fn apply(&self, prepared: &mut Prepared) -> Result<(), SwapError> {
+        let lost = |step| {
+            move |error: CallError| match error.instance_lost() {
+                true => Err(SwapError::Initialize { step, error }),
+                false => Ok(()),
+            }
+        };
+        let reserve = self.state_len.load(Ordering::Relaxed).max(MIN_RESERVE);
+        prepared
+            .reserve_state(reserve)
+            .or_else(lost("`hotswap_reserve`"))?;
+        let memory = self.memory.load(Ordering::Relaxed);
+        prepared.warm_heap(memory).or_else(lost("`hotswap_warm`"))
     }
 }
 
-/// Prepares a new version off the app's thread: the event that carries it, or its refusal.
+/// Prepares a new version off the app's thread: the command that carries it, or its refusal.
 fn prepare(
     runtime: &Runtime,
     source: &Path,
@@ -462,99 +422,40 @@ fn prepare(
     hints: &Hints,
     http: bool,
     reply: Reply,
-) -> Event {
+) -> Command {
     background_priority();
     let name = display_name(source);
     let attempted = format!("{name}@{}", ModuleHash::of(bytes));
     log(format_args!(
         "{attempted}: new version; compiling and checking"
     ));
-    match runtime.prepare(&name, bytes) {
-        Ok(prepared) if http && !prepared.serves_http() => Event::Refused {
-            attempted,
-            error: SwapError::NoHttp,
-            reply,
-        },
-        Ok(mut prepared) => {
-            if let Err(error) = hints.apply(&mut prepared) {
-                return Event::Refused {
-                    attempted,
-                    error: SwapError::Initialize(error),
-                    reply,
-                };
-            }
+    let prepared = runtime.prepare(&name, bytes).and_then(|mut prepared| {
+        if http && !prepared.serves_http() {
+            return Err(SwapError::NoHttp);
+        }
+        hints.apply(&mut prepared)?;
+        Ok(prepared)
+    });
+    match prepared {
+        Ok(prepared) => {
             let c = prepared.compiled();
-            let how = if c.cached {
-                "cached".to_owned()
-            } else {
-                format!("compiled in {}", format_duration(c.compile_time))
+            let how = match c.cached {
+                true => "cached".to_owned(),
+                false => format!("compiled in {}", format_duration(c.compile_time)),
             };
             log(format_args!(
                 "{attempted}: {how}, checked; swapping at the next event boundary"
             ));
-            Event::Swap {
+            Command::Swap {
                 prepared: Box::new(prepared),
-                source: source.to_owned(),
+                origin: source.to_owned(),
                 reply,
             }
         }
-        Err(error) => Event::Refused {
+        Err(error) => Command::Refused {
             attempted,
             error,
             reply,
         },
     }
-}
-
-/// Accepts control connections; each is handled on its own thread, so a reload that compiles
-/// does not hold up a status request.
-fn serve_control(
-    listener: UnixListener,
-    runtime: Arc<Runtime>,
-    hints: Hints,
-    http: bool,
-    tx: mpsc::Sender<Event>,
-) {
-    for stream in listener.incoming() {
-        let Ok(stream) = stream else { continue };
-        let (runtime, hints, tx) = (runtime.clone(), hints.clone(), tx.clone());
-        let _ = std::thread::Builder::new()
-            .name("hotswap-control-conn".into())
-            .spawn(move || handle_control(&stream, &runtime, &hints, http, &tx));
-    }
-}
-
-fn handle_control(
-    stream: &UnixStream,
-    runtime: &Runtime,
-    hints: &Hints,
-    http: bool,
-    tx: &mpsc::Sender<Event>,
-) {
-    let (reply, answer) = mpsc::channel();
-    let event = match control::read_request(stream) {
-        Err(message) => {
-            let _ = control::write_response(stream, &Response::failed(message));
-            return;
-        }
-        Ok(Request::Reload { module }) => {
-            log(format_args!("control: reload {}", module.display()));
-            match read_module(&module) {
-                Ok(bytes) => prepare(runtime, &module, &bytes, hints, http, Some(reply)),
-                Err(error) => Event::Refused {
-                    attempted: display_name(&module),
-                    error,
-                    reply: Some(reply),
-                },
-            }
-        }
-        Ok(request) => Event::Query { request, reply },
-    };
-    let response = match tx.send(event) {
-        Ok(()) => answer
-            .recv()
-            .unwrap_or_else(|_| Response::failed("the host is stopping")),
-        Err(_) => Response::failed("the host is stopping"),
-    };
-    let _ = control::write_response(stream, &response);
 }

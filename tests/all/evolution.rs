@@ -63,19 +63,23 @@ fn migration_reads_every_older_shape() {
     assert_eq!(send(&mut app, "reads"), "kv v3: 1");
 }
 
-/// State from a newer state version is refused with a message that says so.
+/// A swap to code with an older state version is refused before the pause, with a message that
+/// says so (going back is a rollback, not a swap).
 #[test]
-fn newer_state_is_refused() {
+fn older_code_is_refused() {
     let runtime = runtime();
     let mut app = start(&runtime, KV_V3);
     send(&mut app, "set k v");
     let before = state(&mut app);
     let refused = app.swap(prepare(&runtime, KV_V1)).unwrap_err();
-    assert!(matches!(refused.error, SwapError::Refused(_)), "{refused}");
     assert!(
-        refused
-            .to_string()
-            .contains("newer than this code's state version 1"),
+        matches!(refused.error, SwapError::Downgrade { running: 2, new: 1 }),
+        "{refused}"
+    );
+    assert!(
+        refused.to_string().contains(
+            "the new version's state version 1 is lower than the running version's 2: a swap never goes back"
+        ),
         "{refused}"
     );
     assert_eq!(state(&mut app), before);

@@ -192,7 +192,13 @@ fn a_trap_at_start_is_reported() {
     let wat = abi_module(&[("init", r#"(func (export "_initialize") unreachable)"#)]);
     let error = prepare_wat(&runtime, &wat).err().unwrap();
     assert!(
-        matches!(error, SwapError::Initialize(CallError::Trap(_))),
+        matches!(
+            error,
+            SwapError::Initialize {
+                step: "`_initialize`",
+                error: CallError::Trap(_)
+            }
+        ),
         "{error}"
     );
 }
@@ -471,12 +477,15 @@ fn state_chunks_are_checked() {
         .swap(prepare_wat(&limited, &abi_module(&[])).unwrap())
         .unwrap_err();
     assert!(
-        matches!(refused.error, SwapError::Export(CallError::MemoryLimit(_))),
+        matches!(
+            refused.error,
+            SwapError::Export(CallError::MemoryLimit { .. })
+        ),
         "{refused}"
     );
     assert!(matches!(
         app.export_state().map_err(|e| e.error),
-        Err(CallError::MemoryLimit(_))
+        Err(CallError::MemoryLimit { .. })
     ));
 }
 

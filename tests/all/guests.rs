@@ -90,13 +90,11 @@ pub fn kv_v3() {
     send(&mut app, "set a 2");
     assert_eq!(send(&mut app, "writes a"), "kv v3: 2");
     let before = state(&mut app);
+    // A swap never lowers the state version: the host refuses before the pause.
     let refused = app.swap(prepare(&runtime, KV_V2)).unwrap_err();
-    let SwapError::Refused(message) = &refused.error else {
-        panic!("expected a refusal, got {refused}")
-    };
     assert!(
-        message.contains("state version 2, newer than this code's state version 1"),
-        "{message}"
+        matches!(refused.error, SwapError::Downgrade { running: 2, new: 1 }),
+        "{refused}"
     );
     assert_eq!(state(&mut app), before);
     assert_eq!(send(&mut app, "get a"), "kv v3: 2");
@@ -200,7 +198,10 @@ pub fn panic_in_handler() {
             && error.to_string().contains("on purpose at value 2"),
         "{error}"
     );
-    assert!(matches!(error.recovery, Some(Ok(()))), "{error}");
+    assert!(
+        matches!(error.recovery, Some(hotswap::Recovery::Moved)),
+        "{error}"
+    );
     assert_eq!(send(&mut app, "inc"), "panic-in-handler: value=3");
     assert_eq!(app.stats().recoveries, 1);
     // Panicking many times does not wear the app out (each panic costs a fresh instance, not
@@ -341,6 +342,9 @@ pub fn todo_v3() {
         (200, "todo-v3 hits=1".into(), "todo-v3".into())
     );
     let refused = app.swap(prepare(&runtime, TODO_V1)).unwrap_err();
-    assert!(matches!(refused.error, SwapError::Refused(_)), "{refused}");
+    assert!(
+        matches!(refused.error, SwapError::Downgrade { .. }),
+        "{refused}"
+    );
     assert_eq!(http(&mut app, "POST", "/hit", "").1, "todo-v3 hits=2");
 }

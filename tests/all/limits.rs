@@ -2,7 +2,7 @@
 //! keeps serving. (The limits are configuration, not timing assertions.)
 
 use crate::failures::{abi_module, prepare_wat, start_wat};
-use hotswap::{CallError, Config, SwapError};
+use hotswap::{CallError, Config, Recovery, SwapError};
 use hotswap_tests::*;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -34,7 +34,13 @@ fn an_endless_event_is_interrupted_and_the_app_serves_on() {
             .starts_with("guest ran longer than the 200 ms call limit"),
         "{error}"
     );
-    assert!(matches!(error.recovery, Some(Ok(()))), "{error}");
+    // The event used up its --timeout: no time is left to move the state into a fresh instance
+    // (that would hold events longer), so the instance serves on, noted as damaged.
+    assert!(
+        matches!(error.recovery, Some(Recovery::NoTimeLeft)),
+        "{error}"
+    );
+    assert!(app.stats().damaged.is_some());
     // The deadline is renewed for every call: the next event runs normally.
     app.message(&[1]).unwrap();
     assert_eq!(state(&mut app), 2i64.to_le_bytes());
@@ -59,14 +65,15 @@ fn an_endless_export_refuses_the_swap_and_the_old_version_serves_on() {
         matches!(refused.error, SwapError::Export(CallError::Timeout(_))),
         "{refused}"
     );
-    // The export loops again when the host tries to move the state to a fresh instance.
-    assert!(matches!(refused.recovery, Some(Err(_))), "{refused}");
+    // The export used up the pause's --timeout: the host does not run it again to move the
+    // state (events would wait twice as long), and says so once.
     assert!(
-        refused
-            .to_string()
-            .contains("could not be moved into a fresh instance"),
+        matches!(refused.recovery, Some(Recovery::NoTimeLeft)),
         "{refused}"
     );
+    let message = refused.to_string();
+    assert!(message.contains("used up the --timeout"), "{message}");
+    assert_eq!(message.matches("call limit").count(), 1, "{message}");
     app.message(&[1]).unwrap();
     assert_eq!(app.stats().swaps, 0);
 }
@@ -99,13 +106,18 @@ fn growing_memory_without_end_hits_the_limit() {
     )]);
     let mut app = start_wat(&runtime, &wat);
     let error = app.message(b"x").unwrap_err();
-    assert_eq!(error.error, CallError::MemoryLimit(32 << 20));
-    assert_eq!(
-        error.error.to_string(),
-        "guest tried to use more than the 32 MiB memory limit"
+    assert!(
+        matches!(error.error, CallError::MemoryLimit { wanted: Some(w), limit: 0x200_0000 } if w > 32 << 20),
+        "{error}"
+    );
+    assert!(
+        error.error.to_string().starts_with(
+            "guest tried to grow its memory to 32.1 MiB, past the 32.0 MiB memory limit (--max-memory; raise it on a running host with `hotswap limits --max-memory MIB`)"
+        ),
+        "{error}"
     );
     // The state moved to a fresh instance, with fresh memory.
-    assert!(matches!(error.recovery, Some(Ok(()))), "{error}");
+    assert!(matches!(error.recovery, Some(Recovery::Moved)), "{error}");
     assert_eq!(state(&mut app), 0i64.to_le_bytes());
 }
 
@@ -119,7 +131,16 @@ fn a_rust_guest_allocating_without_end_hits_the_limit() {
     let mut app = start(&runtime, KV_V1);
     send(&mut app, "set a 1");
     let error = app.message(b"fill 100000000").unwrap_err();
-    assert_eq!(error.error, CallError::MemoryLimit(32 << 20), "{error}");
+    assert!(
+        matches!(
+            error.error,
+            CallError::MemoryLimit {
+                limit: 0x200_0000,
+                ..
+            }
+        ),
+        "{error}"
+    );
     assert!(
         error.recovery.is_some(),
         "a trapped instance is treated as lost"
@@ -131,7 +152,22 @@ fn a_module_whose_memory_exceeds_the_limit_is_refused() {
     let runtime = limited();
     let wat = abi_module(&[("memory", r#"(memory (export "memory") 1024)"#)]);
     let error = prepare_wat(&runtime, &wat).err().unwrap();
-    assert!(matches!(error, SwapError::Instantiate(_)), "{error}");
+    assert!(
+        matches!(
+            error,
+            SwapError::Initialize {
+                step: "instantiation",
+                error: CallError::MemoryLimit { .. }
+            }
+        ),
+        "{error}"
+    );
+    assert!(
+        error
+            .to_string()
+            .contains("grow its memory to 64.0 MiB, past the 32.0 MiB"),
+        "{error}"
+    );
 }
 
 /// Before a swap's pause the new instance is warmed up to the running one's memory size, which

@@ -27,6 +27,7 @@ impl Watched {
             &dir.path().join("app.wasm"),
             ModuleHash::of(initial),
             Duration::from_millis(50),
+            1 << 30,
             move |change| match change {
                 Change::Content(bytes) => tx.send(bytes).unwrap(),
                 Change::Error(e) => panic!("watcher error: {e}"),
@@ -148,6 +149,7 @@ fn a_missing_directory_is_a_clear_error() {
         Path::new("/no/such/dir/app.wasm"),
         ModuleHash::of(b""),
         Duration::from_millis(50),
+        1 << 30,
         |_| {},
     )
     .err()

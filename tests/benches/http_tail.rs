@@ -170,7 +170,7 @@ fn swap(swapper: Swapper, socket: &Path, module: &str) -> Swap {
     let response = match swapper {
         Swapper::Socket => {
             let module = PathBuf::from(module).canonicalize().unwrap();
-            control::send(socket, &Request::Reload { module }).expect("reload")
+            control::send(socket, &Request::Reload { module, len: None }, None).expect("reload")
         }
         Swapper::Process => {
             let output = Command::new(HOTSWAP)
@@ -249,5 +249,5 @@ fn quantile(sorted: &[Duration], q: f64) -> Duration {
 }
 
 fn us(d: Duration) -> String {
-    hotswap::app::format_duration(d)
+    hotswap::report::format_duration(d)
 }

@@ -5,7 +5,7 @@
 //! `cargo bench -p hotswap-tests --bench swap` runs everything; `-- --quick` stops at 1 MB and
 //! runs fewer repetitions (a smoke run). Results and the machine go in BENCHMARKS.md.
 
-use hotswap::app::format_duration;
+use hotswap::report::format_duration;
 use hotswap::{App, Config, Phases, Runtime};
 use hotswap_tests::*;
 use std::sync::Arc;
@@ -119,6 +119,7 @@ fn written_to_serving(runtime: &Arc<Runtime>, quick: bool) {
             &path,
             hotswap::ModuleHash::of(&v1),
             Duration::from_millis(debounce_ms),
+            1 << 30,
             move |change| {
                 if let hotswap::watch::Change::Content(bytes) = change {
                     tx.send(preparer.prepare("app.wasm", &bytes)).unwrap();

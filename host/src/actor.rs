@@ -1,0 +1,454 @@
+//! The app's actor: the one thread that owns the [`App`] and handles, one at a time, the inputs
+//! for the guest and the commands to the host that every source sends it.
+//!
+//! Strategy: sources (stdin, the ticker, HTTP, the watcher, the control socket, signals) are
+//! threads that only send [`Event`]s into one channel. An [`Input`] is a value the guest handles
+//! (a message, a tick with its time, an HTTP request), paired with where its answer goes; a
+//! [`Command`] is for the host (a prepared version to swap in, a refused one, a query, a stop).
+//! The actor never blocks on anything but the channel and the guest. A stop finishes what is
+//! queued, then waits (at most the drain time) for the HTTP connections in flight to finish.
+
+use crate::app::App;
+use crate::control::Response;
+use crate::error::SwapError;
+use crate::report::{SwapReport, format_duration};
+use crate::runtime::Prepared;
+use hotswap_abi::http;
+use serde_json::json;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
+
+/// An input for the guest: a plain value, which could be recorded and replayed.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Input {
+    /// A message (a line of stdin, without its line ending).
+    Message(Vec<u8>),
+    /// A timer tick at this Unix time, in milliseconds.
+    Tick {
+        /// When it fired.
+        now_ms: u64,
+    },
+    /// An HTTP request.
+    Http(http::Request),
+}
+
+/// Where an input's answer goes.
+pub enum Answer {
+    /// A line on stdout (the reply, or `error: ...`).
+    Stdout,
+    /// The HTTP connection that sent the request.
+    Http(tokio::sync::oneshot::Sender<http::Response>),
+    /// Nowhere (ticks).
+    Nobody,
+}
+
+/// Where the answer to a command goes, when a control client waits for it.
+pub type Reply = Option<mpsc::Sender<Response>>;
+
+/// A question to the host.
+#[derive(Clone, Debug)]
+pub enum Query {
+    /// Module, versions, counters, limits.
+    Status,
+    /// The app's state, decoded.
+    State,
+    /// Change the limits (each when given) and report them.
+    Limits {
+        /// The call time limit.
+        timeout: Option<Duration>,
+        /// The memory limit, in bytes.
+        max_memory: Option<usize>,
+    },
+}
+
+/// A command to the host.
+pub enum Command {
+    /// Swap in a prepared version, which came from `origin`.
+    Swap {
+        /// The new version.
+        prepared: Box<Prepared>,
+        /// Where it came from.
+        origin: PathBuf,
+        /// Who waits for the outcome.
+        reply: Reply,
+    },
+    /// A version that could not be prepared.
+    Refused {
+        /// What was attempted.
+        attempted: String,
+        /// Why it was refused.
+        error: SwapError,
+        /// Who waits for the outcome.
+        reply: Reply,
+    },
+    /// A question.
+    Query {
+        /// Which.
+        query: Query,
+        /// Who waits for the answer.
+        reply: mpsc::Sender<Response>,
+    },
+    /// Stop gracefully (a signal, `hotswap stop`).
+    Stop {
+        /// Why, for the log.
+        why: String,
+        /// Who waits for the outcome.
+        reply: Reply,
+    },
+    /// The HTTP server has finished every connection after a stop.
+    Drained,
+    /// Stdin ended.
+    Eof,
+}
+
+/// What reaches the actor.
+pub enum Event {
+    /// An input, and where its answer goes.
+    Input(Input, Answer),
+    /// A command.
+    Command(Command),
+}
+
+/// What the actor knows besides the app, and the hooks it calls.
+pub struct Actor {
+    /// The app.
+    pub app: App,
+    /// Where the running version came from.
+    pub origin: PathBuf,
+    /// The path watched for new versions, if any.
+    pub watching: Option<PathBuf>,
+    /// When the host started.
+    pub started: Instant,
+    /// The size of the last state carried over: new versions reserve that much before the pause.
+    pub state_len: Arc<AtomicUsize>,
+    /// Set while a tick waits in the queue (so at most one does).
+    pub tick_queued: Arc<AtomicBool>,
+    /// Open HTTP connections, when serving HTTP.
+    pub http_connections: Option<Arc<AtomicUsize>>,
+    /// Asks the HTTP server to finish its connections and send [`Command::Drained`].
+    pub shut_http: Option<Box<dyn FnOnce()>>,
+    /// How long a stop waits for connections in flight.
+    pub drain_timeout: Duration,
+}
+
+/// Why the actor stopped.
+pub enum Stopped {
+    /// Stdin ended (without HTTP).
+    Eof,
+    /// A stop, gracefully.
+    Stop(String),
+    /// Every source is gone.
+    Disconnected,
+}
+
+/// A stop under way: until when it waits for HTTP connections, why, and who waits for it.
+struct Stopping {
+    until: Instant,
+    why: String,
+    waiting: Vec<mpsc::Sender<Response>>,
+}
+
+impl Actor {
+    /// Handles events until a stop, the end of stdin (without HTTP), or the end of every source.
+    pub fn run(mut self, events: mpsc::Receiver<Event>) -> anyhow::Result<(Stopped, App)> {
+        let mut stopping: Option<Stopping> = None;
+        let stopped = loop {
+            let event = match &stopping {
+                None => events
+                    .recv()
+                    .map_err(|_| mpsc::RecvTimeoutError::Disconnected),
+                Some(s) => events.recv_timeout(s.until.saturating_duration_since(Instant::now())),
+            };
+            let event = match event {
+                Ok(event) => event,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    let drain = self.drain_timeout.as_millis();
+                    log(format_args!(
+                        "HTTP connections still open after the {drain} ms drain time"
+                    ));
+                    break Stopped::Stop(
+                        stopping.as_ref().map(|s| s.why.clone()).unwrap_or_default(),
+                    );
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break Stopped::Disconnected,
+            };
+            match event {
+                Event::Input(input, answer) => self.input(input, answer)?,
+                Event::Command(Command::Stop { why, reply }) => {
+                    if self.begin_stop(&mut stopping, why, reply) {
+                        break Stopped::Stop(
+                            stopping.as_ref().map(|s| s.why.clone()).unwrap_or_default(),
+                        );
+                    }
+                }
+                Event::Command(Command::Drained) if stopping.is_some() => {
+                    break Stopped::Stop(
+                        stopping.as_ref().map(|s| s.why.clone()).unwrap_or_default(),
+                    );
+                }
+                Event::Command(Command::Eof) if self.http_connections.is_none() => {
+                    break Stopped::Eof;
+                }
+                Event::Command(Command::Eof) => {
+                    log(format_args!("stdin closed; still serving HTTP"))
+                }
+                Event::Command(command) => self.command(command),
+            }
+        };
+        let message = format!("stopped after {} events", self.app.stats().events);
+        for reply in stopping.into_iter().flat_map(|s| s.waiting) {
+            let _ = reply.send(Response {
+                ok: true,
+                message: message.clone(),
+                ..Response::default()
+            });
+        }
+        Ok((stopped, self.app))
+    }
+
+    /// Starts a stop (or adds a waiter to one under way); whether the actor can stop at once.
+    fn begin_stop(&mut self, stopping: &mut Option<Stopping>, why: String, reply: Reply) -> bool {
+        if let Some(s) = stopping {
+            s.waiting.extend(reply);
+            return false;
+        }
+        log(format_args!(
+            "{why}: stopping; finishing the events in flight"
+        ));
+        let waiting = reply.into_iter().collect();
+        let shut = self.shut_http.take();
+        let until = Instant::now() + self.drain_timeout;
+        *stopping = Some(Stopping {
+            until,
+            why,
+            waiting,
+        });
+        match shut {
+            Some(shut) => {
+                shut();
+                false
+            }
+            None => true,
+        }
+    }
+
+    /// Handles one input and sends its answer.
+    fn input(&mut self, input: Input, answer: Answer) -> anyhow::Result<()> {
+        match (input, answer) {
+            (Input::Message(line), _) => {
+                let mut out = std::io::stdout().lock();
+                let written = self.app.message_with(&line, |reply| {
+                    out.write_all(reply).and_then(|()| out.write_all(b"\n"))
+                });
+                match written {
+                    Ok(result) => result?,
+                    Err(e) => {
+                        log(format_args!("message failed: {e}"));
+                        writeln!(out, "error: {e}")?;
+                    }
+                }
+                out.flush()?;
+            }
+            (Input::Tick { now_ms }, _) => {
+                self.tick_queued.store(false, Ordering::Release);
+                if let Err(e) = self.app.tick(now_ms) {
+                    log(format_args!("tick failed: {e}"));
+                }
+            }
+            (Input::Http(request), answer) => {
+                let response = self.app.http(&request).unwrap_or_else(|e| {
+                    let (method, path) = (
+                        crate::text::escape(&request.method, 100),
+                        crate::text::escape(&request.path, 200),
+                    );
+                    log(format_args!("HTTP {method} {path} failed: {e}"));
+                    http::Response {
+                        status: 500,
+                        // The reason is in the host's log, not for the client.
+                        body: http::Bytes(b"internal error\n".to_vec()),
+                        ..Default::default()
+                    }
+                });
+                if let Answer::Http(reply) = answer {
+                    let _ = reply.send(response);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Handles a command other than a stop.
+    fn command(&mut self, command: Command) {
+        match command {
+            Command::Swap {
+                prepared,
+                origin,
+                reply,
+            } => {
+                let response = self.swap(*prepared, origin);
+                answer(reply, response);
+            }
+            Command::Refused {
+                attempted,
+                error,
+                reply,
+            } => {
+                let refused = self.app.refused(attempted, error);
+                log(format_args!("{refused}"));
+                answer(reply, Response::failed(refused.to_string()));
+            }
+            Command::Query { query, reply } => {
+                let _ = reply.send(self.query(&query));
+            }
+            Command::Stop { .. } | Command::Drained | Command::Eof => {}
+        }
+    }
+
+    fn swap(&mut self, prepared: Prepared, origin: PathBuf) -> Response {
+        match self.app.swap(prepared) {
+            Ok(report) => {
+                self.state_len.store(report.state_len, Ordering::Relaxed);
+                self.origin = origin;
+                log(format_args!("{report}"));
+                Response {
+                    ok: true,
+                    message: report.to_string(),
+                    swap: Some(report_json(&report)),
+                    ..Response::default()
+                }
+            }
+            Err(refused) => {
+                log(format_args!("{refused}"));
+                Response::failed(refused.to_string())
+            }
+        }
+    }
+
+    fn query(&mut self, query: &Query) -> Response {
+        match query {
+            Query::Status => self.status(),
+            Query::State => match self.app.export_state() {
+                Ok(bytes) => {
+                    let (message, state) =
+                        crate::state_view::show(&bytes, self.app.state_version());
+                    Response {
+                        ok: true,
+                        message,
+                        state: Some(state),
+                        ..Response::default()
+                    }
+                }
+                Err(e) => Response::failed(format!("cannot export the state: {e}")),
+            },
+            Query::Limits {
+                timeout,
+                max_memory,
+            } => {
+                let limits = self.app.runtime().limits();
+                limits.set(*timeout, *max_memory);
+                let message = format!(
+                    "limits: --timeout {} ms, --max-memory {} MiB",
+                    limits.call_timeout().as_millis(),
+                    limits.max_memory() >> 20
+                );
+                if timeout.is_some() || max_memory.is_some() {
+                    log(format_args!("{message} (changed by `hotswap limits`)"));
+                }
+                Response {
+                    ok: true,
+                    message,
+                    status: Some(self.status_json()),
+                    ..Response::default()
+                }
+            }
+        }
+    }
+
+    fn status(&self) -> Response {
+        let stats = self.app.stats();
+        let watching = self
+            .watching
+            .as_ref()
+            .map_or_else(String::new, |w| format!(", watching {}", w.display()));
+        let damaged = stats.damaged.as_ref().map_or_else(String::new, |d| format!("; the instance may be damaged ({d}): the next swap moves its state into a fresh one"));
+        let message = format!(
+            "running {} from {} (state v{}){watching}, up {:.0} s, {} events, {} swaps, {} refused, last pause {}{damaged}",
+            self.app.module(),
+            self.origin.display(),
+            self.app.state_version(),
+            self.started.elapsed().as_secs_f64(),
+            stats.events,
+            stats.swaps,
+            stats.refused,
+            stats
+                .last_pause
+                .map_or_else(|| "none".to_owned(), format_duration),
+        );
+        Response {
+            ok: true,
+            message,
+            status: Some(self.status_json()),
+            ..Response::default()
+        }
+    }
+
+    fn status_json(&self) -> serde_json::Value {
+        let stats = self.app.stats();
+        let module = self.app.module();
+        let limits = self.app.runtime().limits();
+        json!({
+            "module": self.origin,
+            "watching": self.watching,
+            "name": module.name,
+            "hash": format!("{:?}", module.hash),
+            "state_version": self.app.state_version(),
+            "state_bytes_at_last_swap": stats.last_state_len,
+            "memory_bytes": self.app.memory_size(),
+            "uptime_s": self.started.elapsed().as_secs_f64(),
+            "events": stats.events,
+            "swaps": stats.swaps,
+            "refused": stats.refused,
+            "recoveries": stats.recoveries,
+            "damaged": stats.damaged,
+            "last_pause_us": stats.last_pause.map(|d| d.as_secs_f64() * 1e6),
+            "http_connections": self.http_connections.as_ref().map(|c| c.load(Ordering::Relaxed)),
+            "limits": {
+                "timeout_ms": limits.call_timeout().as_millis() as u64,
+                "max_memory_bytes": limits.max_memory(),
+            },
+        })
+    }
+}
+
+fn answer(reply: Reply, response: Response) {
+    if let Some(reply) = reply {
+        let _ = reply.send(response);
+    }
+}
+
+fn report_json(report: &SwapReport) -> serde_json::Value {
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    json!({
+        "from": report.from,
+        "to": report.to,
+        "from_state_version": report.from_state_version,
+        "to_state_version": report.to_state_version,
+        "state_bytes": report.state_len,
+        "cached": report.cached,
+        "compile_us": us(report.compile_time),
+        "prepare_us": us(report.prepare_time),
+        "pause_us": us(report.phases.pause),
+        "export_us": us(report.phases.export),
+        "copy_us": us(report.phases.copy),
+        "import_us": us(report.phases.import),
+        "verify_us": us(report.phases.verify),
+    })
+}
+
+/// The host's own log line, on stderr.
+pub fn log(message: std::fmt::Arguments<'_>) {
+    eprintln!("hotswap: {message}");
+}

@@ -1,0 +1,66 @@
+//! Text that comes from a guest (error and panic messages, function names, its stdout and
+//! stderr) on its way to a log or a client: control characters escaped, length capped, an empty
+//! message said to be empty. A guest must not be able to forge a host log line, move a
+//! terminal's cursor, colour it, or flood the log.
+
+use std::fmt::Write as _;
+
+/// The most characters of one guest message that are kept.
+pub const MAX_GUEST_TEXT: usize = 1000;
+
+/// Guest bytes as text for a log: UTF-8 (invalid sequences replaced), escaped, capped at
+/// [`MAX_GUEST_TEXT`] characters.
+pub fn guest_text(bytes: &[u8]) -> String {
+    escape(&String::from_utf8_lossy(bytes), MAX_GUEST_TEXT)
+}
+
+/// `text` with control and bidirectional-formatting characters escaped (`\n`, `\u{1b}`, ...),
+/// cut after `max_chars` characters with a note of how much was left out; an empty text reads
+/// `(empty)`.
+pub fn escape(text: &str, max_chars: usize) -> String {
+    if text.is_empty() {
+        return "(empty)".into();
+    }
+    let mut out = String::with_capacity(text.len().min(max_chars + 16));
+    for (count, (at, c)) in text.char_indices().enumerate() {
+        if count == max_chars {
+            let _ = write!(out, "… ({} more bytes)", text.len() - at);
+            break;
+        }
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() || is_bidi_control(c) => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Characters that reorder how the text around them is displayed.
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn controls_are_escaped_and_length_capped() {
+        assert_eq!(
+            guest_text(b"no\nhotswap: swapped fake\r\x1b[31mred\x1b[0m"),
+            "no\\nhotswap: swapped fake\\r\\u{1b}[31mred\\u{1b}[0m"
+        );
+        assert_eq!(guest_text(b""), "(empty)");
+        assert_eq!(guest_text("a\u{202e}b".as_bytes()), "a\\u{202e}b");
+        assert_eq!(guest_text(b"caf\xc3\xa9 \xff"), "café \u{fffd}");
+        let long = "x".repeat(60_000);
+        let shown = guest_text(long.as_bytes());
+        assert!(shown.starts_with(&"x".repeat(MAX_GUEST_TEXT)));
+        assert!(shown.ends_with("… (59000 more bytes)"), "{shown}");
+    }
+}
