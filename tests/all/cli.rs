@@ -7,18 +7,23 @@ use std::process::{Child, ChildStdin, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-/// The `hotswap` command built for the tests (see `tests/src/bin/hotswap-under-test.rs`).
-const HOTSWAP_BIN: &str = env!("CARGO_BIN_EXE_hotswap-under-test");
+/// The `hotswap` command built for the tests (see `tests/src/bin/hotswap-under-test.rs`), or the
+/// binary that `HOTSWAP_UNDER_TEST` names: run the tests against an older build to see which
+/// fail without a fix.
+pub fn hotswap_bin() -> String {
+    std::env::var("HOTSWAP_UNDER_TEST")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_hotswap-under-test").to_owned())
+}
 
 /// Guards against a hang, not a performance goal.
 const PATIENCE: Duration = Duration::from_secs(60);
 
 /// A running `hotswap` with its stdout and stderr read line by line.
 pub struct Running {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    stdout: mpsc::Receiver<String>,
-    stderr: mpsc::Receiver<String>,
+    pub child: Child,
+    pub stdin: Option<ChildStdin>,
+    pub stdout: mpsc::Receiver<String>,
+    pub stderr: mpsc::Receiver<String>,
 }
 
 impl Running {
@@ -26,7 +31,7 @@ impl Running {
         Self::start_with_env(args, &[])
     }
 
-    fn start_with_env(args: &[&str], env: &[(&str, &std::path::Path)]) -> Self {
+    pub fn start_with_env(args: &[&str], env: &[(&str, &std::path::Path)]) -> Self {
         let mut child = spawn(args, env);
         let stdout = lines(child.stdout.take().unwrap());
         let stderr = lines(child.stderr.take().unwrap());
@@ -38,14 +43,14 @@ impl Running {
         }
     }
 
-    fn send(&mut self, line: &str) {
+    pub fn send(&mut self, line: &str) {
         let stdin = self.stdin.as_mut().unwrap();
         writeln!(stdin, "{line}")
             .and_then(|()| stdin.flush())
             .expect("write to hotswap's stdin");
     }
 
-    fn reply(&self) -> String {
+    pub fn reply(&self) -> String {
         self.stdout
             .recv_timeout(PATIENCE)
             .expect("hotswap printed no reply")
@@ -73,7 +78,7 @@ impl Running {
     }
 
     /// Closes stdin and waits for a clean exit.
-    fn finish(mut self) {
+    pub fn finish(mut self) {
         drop(self.stdin.take());
         let status = self.child.wait().unwrap();
         let rest: Vec<String> = self.stderr.try_iter().collect();
@@ -85,7 +90,7 @@ impl Running {
     }
 }
 
-fn lines(reader: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+pub fn lines(reader: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         use std::io::BufRead;
@@ -100,8 +105,8 @@ fn lines(reader: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> 
 }
 
 /// Starts `hotswap` with its three standard streams piped.
-fn spawn(args: &[&str], env: &[(&str, &std::path::Path)]) -> Child {
-    Command::new(HOTSWAP_BIN)
+pub fn spawn(args: &[&str], env: &[(&str, &std::path::Path)]) -> Child {
+    Command::new(hotswap_bin())
         .args(args)
         .envs(env.iter().copied())
         .stdin(Stdio::piped())
@@ -117,7 +122,7 @@ pub fn run(args: &[&str], stdin: &str) -> Output {
 }
 
 /// [`run`] with extra environment variables.
-fn run_with_env(args: &[&str], stdin: &str, env: &[(&str, &std::path::Path)]) -> Output {
+pub fn run_with_env(args: &[&str], stdin: &str, env: &[(&str, &std::path::Path)]) -> Output {
     let mut child = spawn(args, env);
     child
         .stdin
