@@ -11,8 +11,9 @@ step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 step "Setting up: the wasm32-wasip1 target, the hotswap host, the example guests"
 rustup target add wasm32-wasip1
-cargo build --release -p hotswap --target-dir "$target"
-cargo build --release --target wasm32-wasip1 --manifest-path guests/Cargo.toml --target-dir "$target/guests"
+# The same build as the test command's (`cargo test --release --workspace`), which then reuses
+# it; the test crate's build script compiles the example guests into $target/guests.
+cargo build --release --workspace --all-targets --target-dir "$target"
 guests="$target/guests/wasm32-wasip1/release"
 
 work="$(mktemp -d)"

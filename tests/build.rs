@@ -1,5 +1,6 @@
 //! Builds every example guest from source: the Rust guests with `cargo build --release --target
-//! wasm32-wasip1` (their own workspace, `guests/`, into a target directory under OUT_DIR), the
+//! wasm32-wasip1` (their own workspace, `guests/`, into `guests/` under cargo's target
+//! directory, where `demo.sh` and the benchmark scripts find them too), the
 //! hand-written ones in `guests/wat/` with the `wat` crate. Then writes `guests.rs` into OUT_DIR:
 //! one path constant per guest (`COUNTER_V1`, `COUNTER_WAT`, ...) and `foreach_guest!`, which
 //! the tests use to make a guest without a test a compile error.
@@ -22,7 +23,12 @@ fn main() {
 
     ensure_wasm_target();
     let guests = root.join("guests");
-    let target_dir = out.join("guests-target");
+    // OUT_DIR is <target>/<profile>/build/<package>-<hash>/out.
+    let target_dir = out
+        .ancestors()
+        .nth(4)
+        .expect("OUT_DIR lies four levels inside the target directory")
+        .join("guests");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let status = Command::new(cargo)
         .args([
@@ -131,30 +137,33 @@ fn ensure_wasm_target() {
     );
 }
 
+/// A manifest, parsed.
+fn manifest(path: &Path) -> toml::Table {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    text.parse()
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
 /// The `members = [...]` of a workspace manifest.
-fn workspace_members(manifest: &Path) -> Vec<String> {
-    let text = std::fs::read_to_string(manifest).expect("read guests/Cargo.toml");
-    let start = text
-        .find("members")
-        .expect("guests/Cargo.toml lists members");
-    let list = &text[start..];
-    let list =
-        &list[list.find('[').expect("members = [") + 1..list.find(']').expect("members = [...]")];
-    list.split(',')
-        .map(|m| m.trim().trim_matches('"').to_owned())
-        .filter(|m| !m.is_empty())
+fn workspace_members(path: &Path) -> Vec<String> {
+    let members = manifest(path)
+        .get("workspace")
+        .and_then(|w| w.get("members"))
+        .and_then(|m| m.as_array())
+        .cloned()
+        .unwrap_or_else(|| panic!("{} lists no workspace members", path.display()));
+    members
+        .iter()
+        .map(|m| m.as_str().expect("members are strings").to_owned())
         .collect()
 }
 
-/// The `name = "..."` of a package manifest.
-fn package_name(manifest: &Path) -> String {
-    let text =
-        std::fs::read_to_string(manifest).unwrap_or_else(|e| panic!("{}: {e}", manifest.display()));
-    text.lines()
-        .find_map(|line| {
-            line.trim()
-                .strip_prefix("name = ")
-                .map(|n| n.trim_matches('"').to_owned())
-        })
-        .unwrap_or_else(|| panic!("{} has no package name", manifest.display()))
+/// The `[package] name` of a package manifest.
+fn package_name(path: &Path) -> String {
+    manifest(path)
+        .get("package")
+        .and_then(|p| p.get("name"))
+        .and_then(|n| n.as_str())
+        .map(str::to_owned)
+        .unwrap_or_else(|| panic!("{} has no package name", path.display()))
 }

@@ -348,3 +348,81 @@ pub fn todo_v3() {
     );
     assert_eq!(http(&mut app, "POST", "/hit", "").1, "todo-v3 hits=2");
 }
+
+/// A state type flattened into the top level (`#[serde(flatten)]`) is judged by the keys it
+/// writes like any other: written over a running counter, it is refused, not given an empty
+/// state in place of the counter's.
+#[test]
+pub fn flatten_state() {
+    let runtime = runtime();
+    let mut app = start(&runtime, COUNTER_V1);
+    send(&mut app, "inc");
+    send(&mut app, "inc");
+    send(&mut app, "inc");
+    let before = state(&mut app);
+    let refused = app.swap(prepare(&runtime, FLATTEN_STATE)).unwrap_err();
+    assert!(
+        refused.to_string().contains(
+            "the state has none of this app's fields (it has value; this app's state has notes)"
+        ),
+        "{refused}"
+    );
+    assert_eq!(state(&mut app), before);
+    assert_eq!(send(&mut app, "get"), "counter v1: value=15");
+    // Its own state passes the guard.
+    let mut notes = start(&runtime, FLATTEN_STATE);
+    send(&mut notes, "add milk");
+    swap(&mut notes, FLATTEN_STATE);
+    assert_eq!(send(&mut notes, "list"), "flatten-state: milk");
+}
+
+/// Every MessagePack value shows in `hotswap state`'s readable form, and nesting deeper than
+/// the decoder reads is refused when the state is written, with a message that says so.
+#[test]
+pub fn state_shapes() {
+    let runtime = runtime();
+    let mut app = start(&runtime, STATE_SHAPES);
+    assert_eq!(send(&mut app, "fill"), "state-shapes: 2 ids, chain 0 deep");
+    let (_, shown) = hotswap::state_view::show(&state(&mut app), 1);
+    let value = &shown["value"];
+    assert_eq!(
+        value["by_id"],
+        serde_json::json!({"$map": [[1, "one"], [7, "seven"]]})
+    );
+    assert_eq!(value["blob"], serde_json::json!({"$bin": "0001feff"}));
+    assert_eq!(value["big"]["$u128"], (u128::MAX - 1).to_string());
+    assert_eq!(value["not_a_number"], serde_json::json!({"$float": "NaN"}));
+    assert_eq!(value["infinite"], serde_json::json!({"$float": "-inf"}));
+
+    // 200 levels of chain (plus the state's own map) swap as usual.
+    assert_eq!(
+        send(&mut app, "nest 200"),
+        "state-shapes: 2 ids, chain 200 deep"
+    );
+    swap(&mut app, STATE_SHAPES);
+    assert_eq!(send(&mut app, "get"), "state-shapes: 2 ids, chain 200 deep");
+    // Deeper than the decoder reads: the export refuses it, and the app serves on.
+    for depth in ["300", "50000"] {
+        send(&mut app, &format!("nest {depth}"));
+        let refused = app.swap(prepare(&runtime, STATE_SHAPES)).unwrap_err();
+        let message = refused.to_string();
+        assert!(
+            message.contains("the value nests deeper than 256 levels"),
+            "{message}"
+        );
+        assert!(
+            refused.recovery.is_none(),
+            "a refusal, not a trap: {message}"
+        );
+        let error = app.export_state().unwrap_err();
+        assert!(
+            error.to_string().contains("nests deeper than 256"),
+            "{error}"
+        );
+    }
+    assert_eq!(
+        send(&mut app, "nest 3"),
+        "state-shapes: 2 ids, chain 3 deep"
+    );
+    swap(&mut app, STATE_SHAPES);
+}

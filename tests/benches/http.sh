@@ -8,8 +8,7 @@ cd "$(dirname "$0")/../.."
 seconds="${1:-10}"
 target="${CARGO_TARGET_DIR:-$PWD/target}"
 command -v wrk >/dev/null || { echo "needs wrk: apt-get install wrk" >&2; exit 1; }
-cargo build -q --release -p hotswap --target-dir "$target"
-cargo build -q --release --target wasm32-wasip1 --manifest-path guests/Cargo.toml --target-dir "$target/guests"
+cargo build -q --release --workspace --all-targets --target-dir "$target"
 guests="$target/guests/wasm32-wasip1/release"
 work="$(mktemp -d)"
 port=18931

@@ -1,0 +1,266 @@
+//! The runtime behind [`export_app!`](crate::export_app). Not public API.
+use crate::{App, MigrateError};
+use hotswap_abi::{STATUS_ERROR, STATUS_OK};
+use std::cell::UnsafeCell;
+use std::cmp::Ordering;
+
+/// Everything the exports share: the app and the ABI's buffers.
+struct Runtime<A> {
+    app: Option<A>,
+    /// The input buffer: host-written up to its capacity (see the ABI's buffer rules).
+    input: Vec<u8>,
+    /// The last call's output.
+    output: Vec<u8>,
+    /// The output descriptor: `[ptr, len]` of the last output.
+    descriptor: [u32; 2],
+    /// The export's buffer, allocated when the app starts or imports, never during an export:
+    /// an app at its memory limit can still hand its state over.
+    export: Vec<u8>,
+}
+
+/// How many bytes of encoded state the export hands the host at a time
+/// (`hotswap.state_chunk`): small enough to stay in the L1 cache, large enough that the calls
+/// out cost nothing next to the encoding (BENCHMARKS.md compares piece sizes).
+const STATE_CHUNK: usize = 16 << 10;
+
+/// The static slot that [`export_app!`](crate::export_app) declares.
+pub struct Slot<A: App>(UnsafeCell<Runtime<A>>);
+
+// SAFETY: a wasm32-wasip1 guest has one thread, and the host makes one call at a time and
+// never re-enters the guest, so the slot is never accessed concurrently.
+unsafe impl<A: App> Sync for Slot<A> {}
+
+impl<A: App> Slot<A> {
+    #[allow(clippy::new_without_default)]
+    pub const fn new() -> Self {
+        // Checks `App::STATE_VERSION` against the ABI's range when the module is built.
+        let _ = Self::STATE_VERSION;
+        Self(UnsafeCell::new(Runtime {
+            app: None,
+            input: Vec::new(),
+            output: Vec::new(),
+            descriptor: [0, 0],
+            export: Vec::new(),
+        }))
+    }
+
+    #[allow(clippy::mut_from_ref)]
+    fn runtime(&self) -> &mut Runtime<A> {
+        // SAFETY: see the `Sync` impl: each export takes this reference once, and no two
+        // exports run at the same time.
+        unsafe { &mut *self.0.get() }
+    }
+
+    /// `A::STATE_VERSION`, checked at compile time against the ABI's range.
+    const STATE_VERSION: i32 = {
+        assert!(
+            A::STATE_VERSION <= hotswap_abi::MAX_STATE_VERSION,
+            "`App::STATE_VERSION` must be at most 2147483647: the ABI passes it as an i32"
+        );
+        A::STATE_VERSION as i32
+    };
+
+    pub fn state_version(&self) -> i32 {
+        Self::STATE_VERSION
+    }
+
+    pub fn output(&self) -> i32 {
+        self.runtime().descriptor.as_ptr() as usize as i32
+    }
+
+    pub fn reserve(&self, len: i32) -> i32 {
+        let input = &mut self.runtime().input;
+        let len = len as u32 as usize;
+        if input.capacity() < len {
+            *input = Vec::new();
+            if input.try_reserve_exact(len).is_err() {
+                return 0;
+            }
+        }
+        input.as_ptr() as usize as i32
+    }
+
+    pub fn start(&self) -> i32 {
+        install_panic_hook();
+        let rt = self.runtime();
+        let mut app = A::default();
+        app.start();
+        rt.app = Some(app);
+        rt.ready_export();
+        rt.succeed(Vec::new())
+    }
+
+    pub fn import_state(&self, len: i32, version: i32) -> i32 {
+        install_panic_hook();
+        let rt = self.runtime();
+        let version = version as u32;
+        let state = host_written(&rt.input, len);
+        let imported = match version.cmp(&A::STATE_VERSION) {
+            Ordering::Equal => crate::decode::<A>(state)
+                .and_then(|app| crate::fields::check_shared(state, &app).map(|()| app)),
+            Ordering::Less => A::migrate(version, state),
+            Ordering::Greater => Err(MigrateError::new(format!(
+                "the state was written by state version {version}, newer than this code's \
+                 state version {}: this code cannot read it",
+                A::STATE_VERSION
+            ))),
+        };
+        match imported {
+            Ok(app) => {
+                rt.app = Some(app);
+                rt.ready_export();
+                rt.succeed(Vec::new())
+            }
+            Err(e) => rt.fail(e.message()),
+        }
+    }
+
+    pub fn export_state(&self) -> i32 {
+        let rt = self.runtime();
+        let Runtime {
+            app: Some(app),
+            export,
+            ..
+        } = rt
+        else {
+            return rt.fail("the app has not started");
+        };
+        // The state goes to the host a chunk at a time, into a buffer reserved beforehand that
+        // never grows (`write_chunked` hands long strings over without copying them), so an
+        // export needs no memory, however large the state. The last piece is the output.
+        export.clear();
+        #[cfg(target_arch = "wasm32")]
+        let encoded = hotswap_msgpack::write_chunked(export, STATE_CHUNK, &mut state_chunk, app);
+        // Off wasm there is no host to take the pieces.
+        #[cfg(not(target_arch = "wasm32"))]
+        let encoded = hotswap_msgpack::write(export, app);
+        match encoded {
+            Ok(()) => {
+                rt.descriptor = [rt.export.as_ptr() as usize as u32, rt.export.len() as u32];
+                STATUS_OK
+            }
+            Err(e) => rt.fail(&format!("cannot encode the state: {e}")),
+        }
+    }
+
+    pub fn message(&self, len: i32) -> i32 {
+        let rt = self.runtime();
+        let Some(app) = &mut rt.app else {
+            return rt.fail("the app has not started");
+        };
+        let reply = app.message(host_written(&rt.input, len));
+        rt.succeed(reply)
+    }
+
+    pub fn http(&self, len: i32) -> i32 {
+        let rt = self.runtime();
+        let Some(app) = &mut rt.app else {
+            return rt.fail("the app has not started");
+        };
+        let request = match hotswap_msgpack::from_slice(host_written(&rt.input, len)) {
+            Ok(request) => request,
+            Err(e) => return rt.fail(&format!("cannot decode the HTTP request: {e}")),
+        };
+        let response = app.http(&request);
+        let mut out = std::mem::take(&mut rt.output);
+        out.clear();
+        match hotswap_msgpack::write(&mut out, &response) {
+            Ok(()) => rt.succeed(out),
+            Err(e) => rt.fail(&format!("cannot encode the HTTP response: {e}")),
+        }
+    }
+
+    pub fn tick(&self, now_ms: i64) -> i32 {
+        let rt = self.runtime();
+        let Some(app) = &mut rt.app else {
+            return rt.fail("the app has not started");
+        };
+        app.tick(now_ms as u64);
+        rt.succeed(Vec::new())
+    }
+}
+
+/// Allocates, touches and frees `bytes` of heap, so that the allocations that follow (the
+/// import's decoding, during a swap's pause) land on pages already faulted in:
+/// `hotswap_warm`, which the host calls before the pause with the old instance's memory
+/// size minus this one's.
+pub fn warm_heap(bytes: usize) {
+    let mut block: Vec<u8> = Vec::new();
+    if block.try_reserve_exact(bytes).is_ok() {
+        let start = block.as_mut_ptr();
+        for offset in (0..bytes).step_by(4096) {
+            // SAFETY: `offset < bytes <= capacity`; writing into reserved capacity is allowed.
+            unsafe { start.add(offset).write_volatile(0) };
+        }
+    }
+}
+
+/// The first `len` bytes of the input buffer, which the host wrote before this call.
+fn host_written(input: &Vec<u8>, len: i32) -> &[u8] {
+    let len = (len as u32 as usize).min(input.capacity());
+    // SAFETY: the bytes lie within the buffer's allocation (`len <= capacity`), and the host
+    // initialised them before the call, as the ABI requires.
+    unsafe { std::slice::from_raw_parts(input.as_ptr(), len) }
+}
+
+impl<A> Runtime<A> {
+    /// Reserves the export's buffer, if it is not there yet.
+    fn ready_export(&mut self) {
+        let wanted = STATE_CHUNK + hotswap_msgpack::CHUNK_SLACK;
+        if self.export.capacity() < wanted {
+            self.export = Vec::new();
+            let _ = self.export.try_reserve_exact(wanted);
+        }
+    }
+
+    fn succeed(&mut self, output: Vec<u8>) -> i32 {
+        self.output = output;
+        self.descriptor = [
+            self.output.as_ptr() as usize as u32,
+            self.output.len() as u32,
+        ];
+        STATUS_OK
+    }
+
+    fn fail(&mut self, message: &str) -> i32 {
+        self.succeed(message.as_bytes().to_vec());
+        STATUS_ERROR
+    }
+}
+
+/// Routes panics to the host: the message becomes the trap's message.
+fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let message = info.to_string().replace('\n', " ");
+        abort(&message)
+    }));
+}
+
+#[cfg(target_arch = "wasm32")]
+fn abort(message: &str) -> ! {
+    #[link(wasm_import_module = "hotswap")]
+    unsafe extern "C" {
+        #[link_name = "abort"]
+        fn hotswap_abort(ptr: *const u8, len: usize) -> !;
+    }
+    // SAFETY: the host reads `len` bytes at `ptr`, which `message` owns, and never returns.
+    unsafe { hotswap_abort(message.as_ptr(), message.len()) }
+}
+
+/// Hands the host one piece of the state being exported (`hotswap.state_chunk`).
+#[cfg(target_arch = "wasm32")]
+fn state_chunk(piece: &[u8]) {
+    #[link(wasm_import_module = "hotswap")]
+    unsafe extern "C" {
+        #[link_name = "state_chunk"]
+        fn hotswap_state_chunk(ptr: *const u8, len: usize);
+    }
+    // SAFETY: the host copies `len` bytes at `ptr`, which `piece` owns, before returning.
+    unsafe { hotswap_state_chunk(piece.as_ptr(), piece.len()) }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn abort(message: &str) -> ! {
+    eprintln!("{message}");
+    std::process::abort()
+}
