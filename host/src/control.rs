@@ -369,15 +369,18 @@ pub fn send(path: &Path, request: &Request, bytes: Option<&[u8]>) -> anyhow::Res
     })?;
     let mut line = serde_json::to_vec(request)?;
     line.push(b'\n');
-    stream.write_all(&line).context("cannot send the request")?;
-    if let Some(bytes) = bytes {
-        stream.write_all(bytes).context("cannot send the module")?;
-    }
+    let sent =
+        (stream.write_all(&line).context("cannot send the request")).and_then(|()| match bytes {
+            Some(bytes) => stream.write_all(bytes).context("cannot send the module"),
+            None => Ok(()),
+        });
+    // The host may answer before it has read everything (busy, or a module over its limit)
+    // and close the connection: then the write fails, and the answer says why.
     let mut answer = String::new();
-    BufReader::new(&stream)
-        .read_line(&mut answer)
-        .context("cannot read the answer")?;
+    let read = BufReader::new(&stream).read_line(&mut answer);
     if answer.is_empty() {
+        sent?;
+        read.context("cannot read the answer")?;
         anyhow::bail!("the host closed the connection without an answer (did it stop?)");
     }
     serde_json::from_str(answer.trim_end())
