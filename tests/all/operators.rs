@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 /// Guards against a hang, not a performance goal.
 const PATIENCE: Duration = Duration::from_secs(60);
 
-/// A resource limit set on the host before it starts (soft and hard).
+/// A limit set on the host before it starts (resource limits: soft and hard).
 #[derive(Clone, Copy)]
 enum Rlimit {
     /// `RLIMIT_NOFILE`: open file descriptors.
@@ -24,6 +24,9 @@ enum Rlimit {
     /// `RLIMIT_DATA`: heap, in bytes (so that a build that reads an endless file fails fast
     /// instead of taking the machine's memory).
     Data(u64),
+    /// Every thread on the first CPU the test may use: a thread woken by another then mostly
+    /// waits until that one blocks or exits, which makes an exit race repeatable.
+    OneCpu(usize),
 }
 
 /// Starts `hotswap` with its three standard streams piped and these resource limits.
@@ -36,14 +39,22 @@ fn start(args: &[&str], rlimits: &[Rlimit]) -> Running {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let rlimits = rlimits.to_vec();
-    // SAFETY: between fork and exec the closure only calls setrlimit (async-signal-safe) and
-    // allocates nothing.
+    // SAFETY: between fork and exec the closure only calls setrlimit and sched_setaffinity
+    // (async-signal-safe) and allocates nothing.
     unsafe {
         command.pre_exec(move || {
             for limit in &rlimits {
                 let (resource, value) = match *limit {
                     Rlimit::Files(n) => (libc::RLIMIT_NOFILE, n),
                     Rlimit::Data(n) => (libc::RLIMIT_DATA, n),
+                    Rlimit::OneCpu(cpu) => {
+                        let mut set = std::mem::zeroed::<libc::cpu_set_t>();
+                        libc::CPU_SET(cpu, &mut set);
+                        if libc::sched_setaffinity(0, size_of_val(&set), &set) != 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                        continue;
+                    }
                 };
                 let limit = libc::rlimit {
                     rlim_cur: value,
@@ -144,6 +155,18 @@ fn exit_of(host: &mut Running) -> ExitStatus {
             );
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The first CPU this process may run on.
+fn first_cpu() -> usize {
+    // SAFETY: sched_getaffinity writes into the set it is given, of the size given.
+    unsafe {
+        let mut set = std::mem::zeroed::<libc::cpu_set_t>();
+        assert_eq!(libc::sched_getaffinity(0, size_of_val(&set), &mut set), 0);
+        (0..libc::CPU_SETSIZE as usize)
+            .find(|&cpu| libc::CPU_ISSET(cpu, &set))
+            .expect("a CPU")
     }
 }
 
@@ -619,6 +642,52 @@ fn sigint_stops_gracefully_under_load() {
 #[test]
 fn hotswap_stop_stops_gracefully_under_load() {
     stop_under_load(Stopper::StopCommand);
+}
+
+/// The host's thread with this name (as /proc shows it: 15 bytes at most), waited for.
+fn thread_named(pid: u32, name: &str) -> libc::pid_t {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+        for task in tasks.flatten() {
+            let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+            if comm.trim_end() == name {
+                return task.file_name().to_str().unwrap().parse().unwrap();
+            }
+        }
+        assert!(Instant::now() < deadline, "no thread {name}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// `hotswap stop` gets its answer: the host does not exit before the control thread that
+/// waits for the stop has written it. The race is made repeatable: the host runs on one CPU,
+/// and its control threads at idle priority (those that serve connections inherit it from the
+/// one that accepts them), so they run only once the main thread blocks, or never if it exits.
+#[test]
+fn hotswap_stop_answers_before_the_host_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = control_socket(&dir);
+    let mut host = start(
+        &["run", COUNTER_V1, "--control", &socket],
+        &[Rlimit::OneCpu(first_cpu())],
+    );
+    host.log_until("control socket");
+    let control = thread_named(host.child.id(), "hotswap-control");
+    let idle = libc::sched_param { sched_priority: 0 };
+    // SAFETY: a system call on a thread of a process this test started, with a valid param.
+    let set = unsafe { libc::sched_setscheduler(control, libc::SCHED_IDLE, &idle) };
+    assert_eq!(set, 0, "{}", std::io::Error::last_os_error());
+    host.send("inc");
+    assert_eq!(host.reply(), "counter v1: value=5");
+    let output = client(&["stop", "--control", &socket], b"");
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "stopped after 1 events\n"
+    );
+    assert_eq!(exit_of(&mut host).code(), Some(0));
+    assert!(!Path::new(&socket).exists(), "the control socket is left");
 }
 
 /// While a graceful stop waits for a request in flight (here, one whose body never comes), a
