@@ -359,6 +359,52 @@ fn out_of_descriptors_the_accept_loops_back_off_and_resume() {
     host.kill();
 }
 
+/// The number of open file descriptors of a process.
+fn open_files(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+/// Idle control clients can exhaust the descriptors of a host without HTTP: its control accept
+/// loop then backs off instead of spinning, and resumes once they leave.
+#[test]
+fn out_of_descriptors_the_control_socket_backs_off_and_resumes() {
+    const FILES: usize = 16;
+    let dir = tempfile::tempdir().unwrap();
+    let socket = control_socket(&dir);
+    let host = start(
+        &["run", COUNTER_V1, "--control", &socket],
+        &[Rlimit::Files(FILES as u64)],
+    );
+    host.log_until("control socket");
+    let pid = host.child.id();
+    // Fewer than 16 (the cap on control connections) take every descriptor; the rest wait in
+    // the backlog.
+    let idle: Vec<UnixStream> = (0..FILES)
+        .map(|_| UnixStream::connect(&socket).unwrap())
+        .collect();
+    let deadline = Instant::now() + PATIENCE;
+    while open_files(pid) < FILES {
+        assert!(
+            Instant::now() < deadline,
+            "the host did not take the connections"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let (cpu_before, started) = (cpu_time(pid), Instant::now());
+    std::thread::sleep(Duration::from_secs(2));
+    let (cpu, wall) = (cpu_time(pid) - cpu_before, started.elapsed());
+    assert!(
+        cpu < Duration::from_millis(500),
+        "the host used {cpu:?} of CPU in {wall:?} with its descriptors exhausted: a spin"
+    );
+    drop(idle);
+    let status = json(&client(&["status", "--control", &socket, "--json"], b""));
+    assert_eq!(status["status"]["events"], 0);
+    host.finish();
+}
+
 /// By default the host takes at most half its descriptor limit in connections: the rest wait
 /// in the backlog, the control socket keeps answering meanwhile, and once the idle clients
 /// leave, the waiting ones and a new one are served.
