@@ -274,14 +274,26 @@ fn check(args: &CheckArgs) -> anyhow::Result<()> {
     let prepared = runtime
         .prepare_file(&args.module)
         .with_context(|| format!("{} fails the check", args.module.display()))?;
-    println!(
+    print_line(&format!(
         "{}: ok: Hotswap ABI v{}, state v{}, compiled, checked and instantiated in {}",
         prepared.compiled(),
         hotswap_abi::ABI_VERSION,
         prepared.state_version(),
         crate::report::format_duration(started.elapsed())
-    );
-    Ok(())
+    ))
+}
+
+/// Prints a line on stdout. A reader that has gone (`hotswap state | head`) wanted no more:
+/// that is not an error (`println!` would panic).
+fn print_line(text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    match writeln!(stdout, "{text}").and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(anyhow::Error::new(e).context("cannot write to stdout"))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The most a reload reads from a pipe or file before the host applies its own cap.
@@ -329,9 +341,9 @@ fn ask(args: &ControlArgs, request: &Request, bytes: Option<&[u8]>) -> anyhow::R
     };
     let response = control::send(&path, request, bytes)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&response)?);
+        print_line(&serde_json::to_string_pretty(&response)?)?;
     } else if response.ok {
-        println!("{}", response.message);
+        print_line(&response.message)?;
     }
     if !response.ok {
         anyhow::bail!("{}", response.message);

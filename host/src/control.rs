@@ -28,8 +28,8 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// The longest request line the host reads.
@@ -237,10 +237,41 @@ pub fn bind(path: &Path) -> anyhow::Result<(UnixListener, SocketFile)> {
 /// What the host does with one request: its bytes (for a reload that sent them) and the answer.
 pub type Handler = Arc<dyn Fn(Request, Option<Vec<u8>>) -> Response + Send + Sync>;
 
+/// The requests being handled and answered right now (not the connections that have sent no
+/// request yet), so that a stopping host can let the answers it owes reach their clients: that
+/// of `hotswap stop` above all, which is sent only once the host has stopped.
+#[derive(Clone, Default)]
+pub struct Answering(Arc<(Mutex<usize>, Condvar)>);
+
+impl Answering {
+    fn begin(&self) -> AnswerGuard {
+        *self.0.0.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        AnswerGuard(self.clone())
+    }
+
+    /// Waits until every request taken has been answered, at most `timeout`.
+    pub fn wait(&self, timeout: Duration) {
+        let (count, done) = &*self.0;
+        let count = count.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = done.wait_timeout_while(count, timeout, |n| *n > 0);
+    }
+}
+
+/// One request in [`Answering`], until dropped.
+struct AnswerGuard(Answering);
+
+impl Drop for AnswerGuard {
+    fn drop(&mut self) {
+        let (count, done) = &*self.0.0;
+        *count.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+        done.notify_all();
+    }
+}
+
 /// Accepts control connections until the process ends, each on its own thread (so a reload
 /// that compiles does not hold up a status request), at most [`MAX_CONNECTIONS`] at once.
-/// `max_module` bounds the bytes a reload may send.
-pub fn serve(listener: UnixListener, max_module: u64, handler: Handler) {
+/// `max_module` bounds the bytes a reload may send; `answering` counts the requests in hand.
+pub fn serve(listener: UnixListener, max_module: u64, handler: Handler, answering: Answering) {
     let active = Arc::new(AtomicUsize::new(0));
     let mut last_error: Option<Instant> = None;
     for stream in listener.incoming() {
@@ -263,13 +294,16 @@ pub fn serve(listener: UnixListener, max_module: u64, handler: Handler) {
             let _ = write_response(&stream, &Response::failed(busy));
             continue;
         }
-        let (active, handler) = (active.clone(), handler.clone());
+        let (active, handler, answering) = (active.clone(), handler.clone(), answering.clone());
         let spawned = std::thread::Builder::new()
             .name("hotswap-control-conn".into())
             .spawn(move || {
-                let response = match read_request(&stream, max_module) {
-                    Ok((request, bytes)) => handler(request, bytes),
-                    Err(message) => Response::failed(message),
+                let (response, _answering) = match read_request(&stream, max_module) {
+                    Ok((request, bytes)) => {
+                        let guard = answering.begin();
+                        (handler(request, bytes), Some(guard))
+                    }
+                    Err(message) => (Response::failed(message), None),
                 };
                 let _ = write_response(&stream, &response);
                 active.fetch_sub(1, Ordering::AcqRel);
@@ -369,15 +403,18 @@ pub fn send(path: &Path, request: &Request, bytes: Option<&[u8]>) -> anyhow::Res
     })?;
     let mut line = serde_json::to_vec(request)?;
     line.push(b'\n');
-    stream.write_all(&line).context("cannot send the request")?;
-    if let Some(bytes) = bytes {
-        stream.write_all(bytes).context("cannot send the module")?;
-    }
+    let sent =
+        (stream.write_all(&line).context("cannot send the request")).and_then(|()| match bytes {
+            Some(bytes) => stream.write_all(bytes).context("cannot send the module"),
+            None => Ok(()),
+        });
+    // The host may answer before it has read everything (busy, or a module over its limit)
+    // and close the connection: then the write fails, and the answer says why.
     let mut answer = String::new();
-    BufReader::new(&stream)
-        .read_line(&mut answer)
-        .context("cannot read the answer")?;
+    let read = BufReader::new(&stream).read_line(&mut answer);
     if answer.is_empty() {
+        sent?;
+        read.context("cannot read the answer")?;
         anyhow::bail!("the host closed the connection without an answer (did it stop?)");
     }
     serde_json::from_str(answer.trim_end())

@@ -103,8 +103,10 @@ pub fn run(runtime: Arc<Runtime>, options: &RunOptions) -> anyhow::Result<()> {
     }
     let handler = control_handler(runtime.clone(), hints.clone(), serves_http, tx.clone());
     let max_module = runtime.config().max_module;
+    let answering = control::Answering::default();
+    let answering_ = answering.clone();
     spawn("hotswap-control", move || {
-        control::serve(listener, max_module, handler)
+        control::serve(listener, max_module, handler, answering_)
     })?;
     let _watcher = match options.watch {
         true => Some(start_watch(
@@ -130,6 +132,18 @@ pub fn run(runtime: Arc<Runtime>, options: &RunOptions) -> anyhow::Result<()> {
         drain_timeout: options.drain_timeout,
     };
     let (stopped, app) = actor.run(rx)?;
+    log_stop(stopped, &app);
+    socket.remove();
+    // The control clients still waiting (`hotswap stop`'s answer is sent only now) get their
+    // answers before the process exits.
+    answering.wait(ANSWER_TIME);
+    Ok(())
+}
+
+/// How long a stopped host waits for the control requests in hand to be answered.
+const ANSWER_TIME: Duration = Duration::from_secs(2);
+
+fn log_stop(stopped: Stopped, app: &App) {
     let stats = app.stats();
     let why = match stopped {
         Stopped::Eof => "stdin closed".to_owned(),
@@ -140,8 +154,6 @@ pub fn run(runtime: Arc<Runtime>, options: &RunOptions) -> anyhow::Result<()> {
         "{why}; stopped after {} events, {} swaps, {} refused",
         stats.events, stats.swaps, stats.refused
     ));
-    socket.remove();
-    Ok(())
 }
 
 fn start_app(runtime: &Arc<Runtime>, path: &Path) -> anyhow::Result<App> {

@@ -8,6 +8,7 @@ mod guests;
 mod http;
 mod limits;
 mod memory;
+mod operators;
 mod property;
 mod sdk;
 mod watch;
