@@ -5,6 +5,7 @@ mod cli;
 mod evolution;
 mod failures;
 mod guests;
+mod hostile;
 mod http;
 mod limits;
 mod memory;

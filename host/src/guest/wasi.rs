@@ -86,6 +86,9 @@ fn poll_oneoff(
             // The guest asked to sleep past its call's deadline: sleep to the deadline, then
             // interrupt the call as the epoch would have.
             std::thread::sleep(left);
+            // The call's time is used up, as when the epoch interrupts it (the epoch's count
+            // may lag the wall clock by a tick): nothing is left for a recovery after it.
+            ctx.deadline_epoch = ctx.limits.epoch();
             return Err(Trap::Interrupt.into());
         }
         std::thread::sleep(wake);
