@@ -41,7 +41,7 @@ impl From<&str> for MigrateError {
     }
 }
 
-/// Decodes state bytes as `T`: use it in [`App::migrate`] to read an old version's shape.
+/// Decodes state bytes as `T`: use it in [`App::migrate`](crate::App::migrate) to read an old version's shape.
 pub fn decode<T: DeserializeOwned>(state: &[u8]) -> Result<T, MigrateError> {
     hotswap_msgpack::from_slice(state).map_err(|e| {
         MigrateError::new(format!(
@@ -53,7 +53,7 @@ pub fn decode<T: DeserializeOwned>(state: &[u8]) -> Result<T, MigrateError> {
 
 /// Encodes a value the way the SDK encodes state (MessagePack, named fields).
 ///
-/// Useful in tests of [`App::migrate`], to produce an old version's bytes.
+/// Useful in tests of [`App::migrate`](crate::App::migrate), to produce an old version's bytes.
 pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     let mut out = Vec::new();
     // Writing to a Vec cannot fail; a Serialize impl that errors is the app's bug.

@@ -13,7 +13,7 @@
 //! last header line; a body that is not in within the body timeout is answered 408. Running out
 //! of file descriptors makes the accept loop back off and resume, never stop.
 //!
-//! Stopping: [`HttpServer::shutdown`] stops accepting, lets each connection finish the request
+//! Stopping: [`HttpServer::shutdown_handle`] stops accepting, lets each connection finish the request
 //! it is in (idle ones close at once), and calls `on_drained` when the last one has closed.
 
 use crate::actor::log;

@@ -605,7 +605,7 @@ fn cli_a_refusal_never_forges_a_log_line() {
     let socket = socket.to_str().unwrap();
     let running = write_wat(dir.path(), "running.wat", &abi_module(&[]));
     let refuser = write_wat(dir.path(), "fake.wat", &refuses_with(HOSTILE.as_bytes()));
-    let hotswap = Running::start(&["run", running.to_str().unwrap(), "--control", socket]);
+    let mut hotswap = Running::start(&["run", running.to_str().unwrap(), "--control", socket]);
     hotswap.log_until("control socket");
 
     let output = run(
@@ -636,15 +636,9 @@ fn cli_a_refusal_never_forges_a_log_line() {
         line.contains("\\nend; still running running.wat@"),
         "{line}"
     );
-    let Running {
-        mut child,
-        stdin,
-        stderr: log,
-        ..
-    } = hotswap;
-    drop(stdin);
-    assert!(child.wait().unwrap().success());
-    let mut log: Vec<String> = log.iter().collect();
+    drop(hotswap.stdin.take());
+    assert!(hotswap.child.wait().unwrap().success());
+    let mut log: Vec<String> = hotswap.stderr.iter().collect();
     log.push(line);
     assert_not_forged(&log);
 }

@@ -234,7 +234,7 @@ impl Guest {
         (sink, result)
     }
 
-    /// Imports the state that a [`StateSink`] delivered into the input buffer, written by
+    /// Imports the state that the swap delivered into the input buffer, written by
     /// `version`.
     pub fn import_state(&mut self, len: usize, version: u32) -> Result<(), CallError> {
         let status = self.call(|e| &e.import_state, (len as i32, version as i32))?;
