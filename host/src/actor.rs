@@ -13,6 +13,7 @@ use crate::control::Response;
 use crate::error::SwapError;
 use crate::report::{SwapReport, format_duration};
 use crate::runtime::Prepared;
+pub use crate::text::log;
 use hotswap_abi::http;
 use serde_json::json;
 use std::io::Write as _;
@@ -446,9 +447,4 @@ fn report_json(report: &SwapReport) -> serde_json::Value {
         "import_us": us(report.phases.import),
         "verify_us": us(report.phases.verify),
     })
-}
-
-/// The host's own log line, on stderr.
-pub fn log(message: std::fmt::Arguments<'_>) {
-    eprintln!("hotswap: {message}");
 }

@@ -21,7 +21,7 @@
 //! 0700 when the host creates it). The host serves at most [`MAX_CONNECTIONS`] connections at
 //! once (more are answered "busy") and gives each [`REQUEST_TIME`] to send its request.
 
-use crate::actor::log;
+use crate::text::log;
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, BufReader, Read, Write};

@@ -24,8 +24,8 @@ pub enum CallError {
     /// The guest needed more memory than the limit allows.
     #[error(
         "guest {} the {} memory limit (--max-memory; raise it on a running host with `hotswap limits --max-memory MIB`)",
-        wanted.map_or_else(|| "needed more than".to_owned(), |w| format!("tried to grow its memory to {}, past", crate::report::bytes(w))),
-        crate::report::bytes(*limit)
+        wanted.map_or_else(|| "needed more than".to_owned(), |w| format!("tried to grow its memory to {}, past", crate::text::bytes(w))),
+        crate::text::bytes(*limit)
     )]
     MemoryLimit {
         /// How much it asked for, when known.

@@ -16,7 +16,7 @@
 //! Stopping: [`HttpServer::shutdown_handle`] stops accepting, lets each connection finish the request
 //! it is in (idle ones close at once), and calls `on_drained` when the last one has closed.
 
-use crate::actor::log;
+use crate::text::log;
 use hotswap_abi::http;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};

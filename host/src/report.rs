@@ -2,6 +2,7 @@
 //! instance's recovery went; and the formats they are printed in.
 
 use crate::error::{CallError, SwapError};
+pub use crate::text::{bytes, format_duration};
 use std::fmt;
 use std::time::Duration;
 
@@ -174,20 +175,3 @@ impl fmt::Display for EventError {
 }
 
 impl std::error::Error for EventError {}
-
-/// A duration for people: µs below a millisecond, ms with two decimals above.
-pub fn format_duration(d: Duration) -> String {
-    match d.as_secs_f64() * 1e3 {
-        ms if ms < 1.0 => format!("{:.0} µs", ms * 1e3),
-        ms => format!("{ms:.2} ms"),
-    }
-}
-
-/// A byte count in B, KiB or MiB.
-pub fn bytes(n: usize) -> String {
-    match n {
-        n if n < 1 << 10 => format!("{n} B"),
-        n if n < 1 << 20 => format!("{:.1} KiB", n as f64 / 1024.0),
-        n => format!("{:.1} MiB", n as f64 / (1 << 20) as f64),
-    }
-}

@@ -21,6 +21,7 @@ use crate::watch::{Change, watch};
 use anyhow::Context as _;
 use std::io::BufRead;
 use std::net::SocketAddr;
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
@@ -73,16 +74,7 @@ pub fn run(runtime: Arc<Runtime>, options: &RunOptions) -> anyhow::Result<()> {
             "{name} does not serve HTTP (it does not export `hotswap_http`): drop --http"
         );
     }
-    let control_path = options
-        .control
-        .clone()
-        .unwrap_or_else(control::default_path);
-    let (listener, socket) = control::bind(&control_path)?;
-    let socket = Arc::new(socket);
-    log(format_args!(
-        "control socket: {} (hotswap reload|status|state|limits|stop --control PATH)",
-        control_path.display()
-    ));
+    let (listener, socket) = bind_control(options)?;
     let hints = Hints {
         state_len: Arc::new(AtomicUsize::new(0)),
         memory: app.memory_watch(),
@@ -102,12 +94,7 @@ pub fn run(runtime: Arc<Runtime>, options: &RunOptions) -> anyhow::Result<()> {
         )?;
     }
     let handler = control_handler(runtime.clone(), hints.clone(), serves_http, tx.clone());
-    let max_module = runtime.config().max_module;
-    let answering = control::Answering::default();
-    let answering_ = answering.clone();
-    spawn("hotswap-control", move || {
-        control::serve(listener, max_module, handler, answering_)
-    })?;
+    let answering = start_control(listener, runtime.config().max_module, handler)?;
     let _watcher = match options.watch {
         true => Some(start_watch(
             &runtime,
@@ -138,6 +125,32 @@ pub fn run(runtime: Arc<Runtime>, options: &RunOptions) -> anyhow::Result<()> {
     // answers before the process exits.
     answering.wait(ANSWER_TIME);
     Ok(())
+}
+
+/// Binds the control socket (`--control`, or the default path) and says where it is.
+fn bind_control(options: &RunOptions) -> anyhow::Result<(UnixListener, Arc<SocketFile>)> {
+    let path = (options.control.clone()).unwrap_or_else(control::default_path);
+    let (listener, socket) = control::bind(&path)?;
+    log(format_args!(
+        "control socket: {} (hotswap reload|status|state|limits|stop --control PATH)",
+        path.display()
+    ));
+    Ok((listener, Arc::new(socket)))
+}
+
+/// Serves the control socket on a thread of its own; what it answers is counted, so that a
+/// stopping host can wait for those answers.
+fn start_control(
+    listener: UnixListener,
+    max_module: u64,
+    handler: control::Handler,
+) -> anyhow::Result<control::Answering> {
+    let answering = control::Answering::default();
+    let counted = answering.clone();
+    spawn("hotswap-control", move || {
+        control::serve(listener, max_module, handler, counted)
+    })?;
+    Ok(answering)
 }
 
 /// How long a stopped host waits for the control requests in hand to be answered.

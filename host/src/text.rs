@@ -1,9 +1,10 @@
 //! Text that comes from a guest (error and panic messages, function names, its stdout and
 //! stderr) on its way to a log or a client: control characters escaped, length capped, an empty
 //! message said to be empty. A guest must not be able to forge a host log line, move a
-//! terminal's cursor, colour it, or flood the log.
+//! terminal's cursor, colour it, or flood the log. And durations and sizes as people read them.
 
 use std::fmt::Write as _;
+use std::time::Duration;
 
 /// The most characters of one guest message that are kept.
 pub const MAX_GUEST_TEXT: usize = 1000;
@@ -43,6 +44,30 @@ pub fn escape(text: &str, max_chars: usize) -> String {
 /// Characters that reorder how the text around them is displayed.
 fn is_bidi_control(c: char) -> bool {
     matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// A duration for people: µs below a millisecond, ms with two decimals above.
+pub fn format_duration(d: Duration) -> String {
+    match d.as_secs_f64() * 1e3 {
+        ms if ms < 1.0 => format!("{:.0} µs", ms * 1e3),
+        ms => format!("{ms:.2} ms"),
+    }
+}
+
+/// A byte count in B, KiB or MiB.
+pub fn bytes(n: usize) -> String {
+    match n {
+        n if n < 1 << 10 => format!("{n} B"),
+        n if n < 1 << 20 => format!("{:.1} KiB", n as f64 / 1024.0),
+        n => format!("{:.1} MiB", n as f64 / (1 << 20) as f64),
+    }
+}
+
+/// The host's own log line, on stderr (a closed stderr is not the host's failure: the line is
+/// dropped).
+pub fn log(message: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr().lock(), "hotswap: {message}");
 }
 
 #[cfg(test)]

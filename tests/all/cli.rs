@@ -281,6 +281,11 @@ fn bad_inputs_exit_non_zero_with_a_clear_message() {
             "{module}: expected {message:?} in {text}"
         );
         assert!(!text.contains("panicked"), "{module}: {text}");
+        // Each cause is printed once (an error that is both in the message and the source chain
+        // would print twice under `{:#}`).
+        let cause = message.rsplit(": ").next().unwrap_or(message);
+        assert_eq!(text.matches(cause).count(), 1, "{module}: {text}");
+        assert_eq!(text.lines().count(), 1, "{module}: one line: {text}");
     }
 }
 
