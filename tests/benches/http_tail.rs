@@ -16,10 +16,9 @@
 //! and the machine go in BENCHMARKS.md.
 
 use hotswap::control::{self, Request};
-use hotswap_tests::{Conn, TODO_V2, TODO_V3};
-use std::io::{BufRead, BufReader};
+use hotswap_tests::{Conn, TODO_V2, TODO_V3, serve_http};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -73,7 +72,7 @@ fn run(swapper: Swapper, duration: Duration) {
     let dir = std::env::temp_dir().join(format!("hotswap-http-tail-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let socket = dir.join("control.sock");
-    let (mut host, addr) = serve(&socket);
+    let (mut host, addr) = serve_http(HOTSWAP, TODO_V2, &socket, &[]);
 
     let stop = Arc::new(AtomicBool::new(false));
     let clients: Vec<_> = (0..CLIENTS)
@@ -124,27 +123,6 @@ fn run(swapper: Swapper, duration: Duration) {
 }
 
 /// Starts the host; returns it and the address it serves.
-fn serve(socket: &Path) -> (Child, String) {
-    let mut host = Command::new(HOTSWAP)
-        .args(["run", TODO_V2, "--http", "127.0.0.1:0", "--control"])
-        .arg(socket)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start hotswap");
-    let mut log = BufReader::new(host.stderr.take().unwrap()).lines();
-    let addr = loop {
-        let line = log.next().expect("hotswap exited before serving").unwrap();
-        if let Some(rest) = line.split("serving HTTP on http://").nth(1) {
-            break rest.split(' ').next().unwrap().to_owned();
-        }
-    };
-    // Keep reading the log (a line per swap), so the host never blocks on a full pipe.
-    std::thread::spawn(move || log.for_each(drop));
-    (host, addr)
-}
-
 /// Sends `POST /hit` every [`INTERVAL`] (skipping slots it is late for, never bursting) until
 /// told to stop; returns each request's start and end.
 fn client(addr: &str, stop: &AtomicBool) -> Vec<(Instant, Instant)> {

@@ -5,6 +5,7 @@ use hotswap::{App, Config, Prepared, Runtime};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -128,4 +129,31 @@ impl Conn {
             body: String::from_utf8_lossy(&body).into_owned(),
         })
     }
+}
+
+/// Starts `hotswap run MODULE --http 127.0.0.1:0 --control SOCKET EXTRA...` (the binary at
+/// `hotswap`) and returns it with the address it serves on. Its log is read and dropped, so the
+/// host never blocks on a full pipe.
+pub fn serve_http(hotswap: &str, module: &str, socket: &Path, extra: &[&str]) -> (Child, String) {
+    let mut host = Command::new(hotswap)
+        .args(["run", module, "--http", "127.0.0.1:0", "--control"])
+        .arg(socket)
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start hotswap");
+    let mut log = BufReader::new(host.stderr.take().expect("piped")).lines();
+    let addr = loop {
+        let line = log
+            .next()
+            .expect("hotswap exited before serving")
+            .expect("read the log");
+        if let Some(rest) = line.split("serving HTTP on http://").nth(1) {
+            break rest.split(' ').next().unwrap_or_default().to_owned();
+        }
+    };
+    std::thread::spawn(move || log.for_each(drop));
+    (host, addr)
 }
