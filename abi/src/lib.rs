@@ -334,3 +334,71 @@ pub mod http {
         }
     }
 }
+
+/// The files a host keeps in its state directory (`hotswap run --state-dir DIR`): snapshots of
+/// an app's state and the journal of its events, with their format versions. They are not part
+/// of the contract with guests, but like it they are read by programs other than the one that
+/// wrote them (a newer host after an upgrade), so they are written down here.
+///
+/// # Layout
+///
+/// | path | what |
+/// |---|---|
+/// | `LOCK` | held (`flock`) by the one host using the directory |
+/// | `modules/<sha256 hex>.wasm` | every module the app has run, by content hash |
+/// | `snapshots/<seq>.snap` | a snapshot; `<seq>` is 20 decimal digits |
+/// | `journal/<seq>.log` | a journal segment whose first record has sequence number `<seq>` |
+/// | `quarantine/` | files found torn or corrupt, set aside (never deleted) |
+///
+/// Every file is written to a temporary name, `fsync`ed, renamed into place, and its
+/// directory `fsync`ed; journal segments are appended to and `fdatasync`ed instead.
+///
+/// # Sequence numbers
+///
+/// Every record of the journal (an event, a swap, a rollback) has the next sequence number,
+/// from 1. A snapshot at sequence number `s` holds the state after record `s`; the directory
+/// always has one, at 0 for a fresh start, written before the first event is taken.
+///
+/// # Snapshot (format version [`SNAPSHOT_VERSION`])
+///
+/// All integers little-endian:
+///
+/// | bytes | field |
+/// |---|---|
+/// | 8 | [`SNAPSHOT_MAGIC`] |
+/// | 4 | format version |
+/// | 4 | state version of the module that exported the state |
+/// | 8 | sequence number |
+/// | 32 | SHA-256 of the module that exported the state (kept in `modules/`) |
+/// | 8 | length of the state, `n` |
+/// | `n` | the state, as `hotswap_export_state` produced it |
+/// | 4 | CRC-32 (IEEE) of every byte before it |
+///
+/// # Journal segment (format version [`JOURNAL_VERSION`])
+///
+/// [`JOURNAL_MAGIC`], the format version (4 bytes), then records, each `length: u32`,
+/// `crc: u32` (CRC-32 of the body), `body`. The body is one MessagePack map (named fields, as
+/// `rmp-serde` writes them) `{seq, record}`, where `record` is one of:
+///
+/// - `{"Input": {input, reads}}`: an event the app handled, in order: `input` is `{"Message":
+///   bin}`, `{"Tick": now_ms}` or `{"Http": request}` (the request as `hotswap_http` takes it),
+///   and `reads` is everything the guest read from WASI's clocks and random source while
+///   handling it (`{"Wall": ns}`, `{"Mono": ns}`, `{"Random": bin}`), fed back in order when
+///   the event is replayed;
+/// - `{"Swap": {from, to}}`: a committed swap, module hashes as 64 hex digits (the snapshot at
+///   this record's `seq - 1` is the state the old version exported);
+/// - `{"Rollback": {swap}}`: the swap at sequence number `swap` was rolled back: the state is
+///   that swap's snapshot imported into the old module, with every `Input` since replayed.
+///
+/// A record that is cut short or fails its CRC ends the journal: it was never acknowledged
+/// (a reply is released only once its record is on disk).
+pub mod persist {
+    /// The first 8 bytes of a snapshot file.
+    pub const SNAPSHOT_MAGIC: [u8; 8] = *b"HSWPSNAP";
+    /// The snapshot format this crate describes.
+    pub const SNAPSHOT_VERSION: u32 = 1;
+    /// The first 8 bytes of a journal segment.
+    pub const JOURNAL_MAGIC: [u8; 8] = *b"HSWPJRNL";
+    /// The journal format this crate describes.
+    pub const JOURNAL_VERSION: u32 = 1;
+}

@@ -11,6 +11,8 @@
 use crate::app::App;
 use crate::control::Response;
 use crate::error::SwapError;
+use crate::persist::journal::Release;
+use crate::persist::keeper::Keeper;
 use crate::report::{SwapReport, format_duration};
 use crate::runtime::Prepared;
 pub use crate::text::log;
@@ -22,11 +24,11 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
-/// An input for the guest: a plain value, which could be recorded and replayed.
-#[derive(Clone, Debug, PartialEq)]
+/// An input for the guest: a plain value, recorded in the journal and replayed from it.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Input {
     /// A message (a line of stdin, without its line ending).
-    Message(Vec<u8>),
+    Message(#[serde(with = "crate::persist::journal::bin")] Vec<u8>),
     /// A timer tick at this Unix time, in milliseconds.
     Tick {
         /// When it fired.
@@ -56,6 +58,8 @@ pub enum Query {
     Status,
     /// The app's state, decoded.
     State,
+    /// Take a snapshot now; answered once it is on disk.
+    Snapshot,
     /// Change the limits (each when given) and report them.
     Limits {
         /// The call time limit.
@@ -91,6 +95,11 @@ pub enum Command {
         query: Query,
         /// Who waits for the answer.
         reply: mpsc::Sender<Response>,
+    },
+    /// Roll back the last swap (`hotswap rollback`).
+    Rollback {
+        /// Who waits for the outcome.
+        reply: Reply,
     },
     /// Stop gracefully (a signal, `hotswap stop`).
     Stop {
@@ -133,6 +142,8 @@ pub struct Actor {
     pub shut_http: Option<Box<dyn FnOnce()>>,
     /// How long a stop waits for connections in flight.
     pub drain_timeout: Duration,
+    /// The state directory, when the state is kept.
+    pub keeper: Option<Keeper>,
 }
 
 /// Why the actor stopped.
@@ -199,6 +210,9 @@ impl Actor {
                 Event::Command(command) => self.command(command),
             }
         };
+        if let Some(keeper) = &mut self.keeper {
+            keeper.stop(&mut self.app);
+        }
         let message = format!("stopped after {} events", self.app.stats().events);
         for reply in stopping.into_iter().flat_map(|s| s.waiting) {
             let _ = reply.send(Response {
@@ -238,6 +252,10 @@ impl Actor {
 
     /// Handles one input and sends its answer.
     fn input(&mut self, input: Input, answer: Answer) -> anyhow::Result<()> {
+        if self.keeper.is_some() {
+            self.kept_input(input, answer);
+            return Ok(());
+        }
         match (input, answer) {
             (Input::Message(line), _) => {
                 let mut out = std::io::stdout().lock();
@@ -260,25 +278,66 @@ impl Actor {
                 }
             }
             (Input::Http(request), answer) => {
-                let response = self.app.http(&request).unwrap_or_else(|e| {
-                    let (method, path) = (
-                        crate::text::escape(&request.method, 100),
-                        crate::text::escape(&request.path, 200),
-                    );
-                    log(format_args!("HTTP {method} {path} failed: {e}"));
-                    http::Response {
-                        status: 500,
-                        // The reason is in the host's log, not for the client.
-                        body: http::Bytes(b"internal error\n".to_vec()),
-                        ..Default::default()
-                    }
-                });
+                let response = self.http(&request);
                 if let Answer::Http(reply) = answer {
                     let _ = reply.send(response);
                 }
             }
         }
         Ok(())
+    }
+
+    /// An HTTP request's response: the app's, or a 500 (the reason goes to the log).
+    fn http(&mut self, request: &http::Request) -> http::Response {
+        self.app.http(request).unwrap_or_else(|e| {
+            let (method, path) = (
+                crate::text::escape(&request.method, 100),
+                crate::text::escape(&request.path, 200),
+            );
+            log(format_args!("HTTP {method} {path} failed: {e}"));
+            http::Response {
+                status: 500,
+                // The reason is in the host's log, not for the client.
+                body: http::Bytes(b"internal error\n".to_vec()),
+                ..Default::default()
+            }
+        })
+    }
+
+    /// An input when the state is kept: the reply is released by the keeper, once the event is
+    /// in the journal (at once without one).
+    fn kept_input(&mut self, input: Input, answer: Answer) {
+        let keeper = self.keeper.as_mut().expect("checked by the caller");
+        keeper.begin_input(&self.app);
+        let release = match (&input, answer) {
+            (Input::Message(line), _) => {
+                let mut out = match self.app.message(line) {
+                    Ok(reply) => reply,
+                    Err(e) => {
+                        log(format_args!("message failed: {e}"));
+                        format!("error: {e}").into_bytes()
+                    }
+                };
+                out.push(b'\n');
+                Release::Stdout(out)
+            }
+            (Input::Tick { now_ms }, _) => {
+                self.tick_queued.store(false, Ordering::Release);
+                if let Err(e) = self.app.tick(*now_ms) {
+                    log(format_args!("tick failed: {e}"));
+                }
+                Release::Nothing
+            }
+            (Input::Http(request), answer) => {
+                let response = self.http(request);
+                match answer {
+                    Answer::Http(reply) => Release::Http(reply, response),
+                    _ => Release::Nothing,
+                }
+            }
+        };
+        let keeper = self.keeper.as_mut().expect("checked by the caller");
+        keeper.end_input(&mut self.app, input, release);
     }
 
     /// Handles a command other than a stop.
@@ -289,8 +348,7 @@ impl Actor {
                 origin,
                 reply,
             } => {
-                let response = self.swap(*prepared, origin);
-                answer(reply, response);
+                self.swap(*prepared, origin, reply);
             }
             Command::Refused {
                 attempted,
@@ -301,29 +359,81 @@ impl Actor {
                 log(format_args!("{refused}"));
                 answer(reply, Response::failed(refused.to_string()));
             }
+            Command::Query {
+                query: Query::Snapshot,
+                reply,
+            } => self.snapshot(reply),
             Command::Query { query, reply } => {
                 let _ = reply.send(self.query(&query));
+            }
+            Command::Rollback { reply } => {
+                let Some(keeper) = &mut self.keeper else {
+                    let why = "a rollback replays the journal since the last swap, and this host keeps none: run it with --state-dir and --durable";
+                    return answer(reply, Response::failed(why));
+                };
+                match keeper.rollback(&mut self.app, reply.clone()) {
+                    Ok(()) => self.origin = keeper.dir().module_path(&self.app.module().hash),
+                    Err(why) => {
+                        log(format_args!("rollback refused: {why}"));
+                        answer(reply, Response::failed(format!("rollback refused: {why}")));
+                    }
+                }
             }
             Command::Stop { .. } | Command::Drained | Command::Eof => {}
         }
     }
 
-    fn swap(&mut self, prepared: Prepared, origin: PathBuf) -> Response {
+    /// `hotswap snapshot`: answered once the snapshot is on disk.
+    fn snapshot(&mut self, reply: mpsc::Sender<Response>) {
+        let Some(keeper) = &mut self.keeper else {
+            let why = "this host keeps no snapshots: run it with --state-dir DIR";
+            let _ = reply.send(Response::failed(why));
+            return;
+        };
+        let started = Instant::now();
+        let done: crate::persist::keeper::Done = Box::new(move |written| {
+            let response = match written {
+                Ok(path) => Response {
+                    ok: true,
+                    message: format!(
+                        "snapshot {} in {}",
+                        path.display(),
+                        format_duration(started.elapsed())
+                    ),
+                    ..Response::default()
+                },
+                Err(why) => Response::failed(format!("no snapshot: {why}")),
+            };
+            let _ = reply.send(response);
+        });
+        let _ = keeper.snapshot(&mut self.app, Some(done));
+    }
+
+    fn swap(&mut self, prepared: Prepared, origin: PathBuf, reply: Reply) {
+        let from = (self.app.module().hash, self.app.state_version());
         match self.app.swap(prepared) {
             Ok(report) => {
                 self.state_len.store(report.state_len, Ordering::Relaxed);
                 self.origin = origin;
                 log(format_args!("{report}"));
-                Response {
+                let response = Response {
                     ok: true,
                     message: report.to_string(),
                     swap: Some(report_json(&report)),
                     ..Response::default()
+                };
+                match &mut self.keeper {
+                    Some(keeper) => {
+                        let release =
+                            reply.map_or(Release::Nothing, |r| Release::Control(r, response));
+                        keeper.swapped(&mut self.app, from, release);
+                    }
+                    None => answer(reply, response),
                 }
             }
             Err(refused) => {
                 log(format_args!("{refused}"));
-                Response::failed(refused.to_string())
+                answer(reply, Response::failed(refused.to_string()));
             }
         }
     }
@@ -331,6 +441,7 @@ impl Actor {
     fn query(&mut self, query: &Query) -> Response {
         match query {
             Query::Status => self.status(),
+            Query::Snapshot => Response::failed("a snapshot is answered once it is written"),
             Query::State => match self.app.export_state() {
                 Ok(bytes) => {
                     let (message, state) =
@@ -388,6 +499,10 @@ impl Actor {
                 .last_pause
                 .map_or_else(|| "none".to_owned(), format_duration),
         );
+        let message = match &self.keeper {
+            Some(keeper) => format!("{message}; {}", keeper.status().0),
+            None => message,
+        };
         Response {
             ok: true,
             message,
@@ -420,6 +535,7 @@ impl Actor {
                 "timeout_ms": limits.call_timeout().as_millis() as u64,
                 "max_memory_bytes": limits.max_memory(),
             },
+            "state_dir": self.keeper.as_ref().map(|k| k.status().1),
         })
     }
 }

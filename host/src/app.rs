@@ -34,17 +34,46 @@ pub struct App {
     stats: Stats,
     /// The current instance's memory size, kept up to date as it grows.
     memory: Arc<AtomicUsize>,
+    /// Whether a swap keeps a copy of the state the old version exported.
+    keep_swapped: bool,
+    /// That copy, from the last swap.
+    swapped_state: Option<Vec<u8>>,
 }
 
 impl App {
     /// Starts a prepared module with a fresh state (`hotswap_start`).
     pub fn start(runtime: Arc<Runtime>, prepared: Prepared) -> Result<App, SwapError> {
+        App::begin(runtime, prepared, |guest| {
+            guest.start().map_err(SwapError::Start)
+        })
+    }
+
+    /// Starts a prepared module with state it exported before (a snapshot), written by
+    /// `version`.
+    pub fn resume(
+        runtime: Arc<Runtime>,
+        prepared: Prepared,
+        state: &[u8],
+        version: u32,
+    ) -> Result<App, SwapError> {
+        App::begin(runtime, prepared, |guest| {
+            guest
+                .import_bytes(state, version)
+                .map_err(SwapError::from_import)
+        })
+    }
+
+    fn begin(
+        runtime: Arc<Runtime>,
+        prepared: Prepared,
+        init: impl FnOnce(&mut Guest) -> Result<(), SwapError>,
+    ) -> Result<App, SwapError> {
         let Prepared {
             compiled,
             mut guest,
             ..
         } = prepared;
-        guest.start().map_err(SwapError::Start)?;
+        init(&mut guest)?;
         let memory = Arc::new(AtomicUsize::new(0));
         guest.watch_memory(memory.clone());
         let stats = Stats::default();
@@ -54,7 +83,20 @@ impl App {
             guest,
             stats,
             memory,
+            keep_swapped: false,
+            swapped_state: None,
         })
+    }
+
+    /// From now on, every swap keeps a copy of the state the old version exported (for a
+    /// snapshot), to be taken with [`App::take_swapped_state`].
+    pub fn keep_swapped_states(&mut self) {
+        self.keep_swapped = true;
+    }
+
+    /// The state the old version exported at the last swap, if kept and not taken yet.
+    pub fn take_swapped_state(&mut self) -> Option<Vec<u8>> {
+        self.swapped_state.take()
     }
 
     /// The running module.
@@ -160,7 +202,8 @@ impl App {
             return Err(Box::new(self.refused(compiled.to_string(), error)));
         }
         let budget = Instant::now() + self.runtime.limits().call_timeout();
-        match transfer(&mut self.guest, guest, budget) {
+        self.swapped_state = self.keep_swapped.then(Vec::new);
+        match transfer(&mut self.guest, guest, budget, &mut self.swapped_state) {
             Ok((guest, state_len, phases)) => {
                 let report = SwapReport {
                     from: self.compiled.to_string(),
@@ -219,7 +262,7 @@ impl App {
             Recovery::NoTimeLeft
         } else {
             let moved = self.runtime.instantiate(&self.compiled).and_then(|fresh| {
-                let (fresh, ..) = transfer(&mut self.guest, fresh, budget)?;
+                let (fresh, ..) = transfer(&mut self.guest, fresh, budget, &mut None)?;
                 self.commit(self.compiled.clone(), fresh);
                 Ok(())
             });
@@ -245,16 +288,20 @@ impl App {
 
 /// The pause of a swap: `old` exports its state straight into `new`'s input buffer, `new`
 /// imports it and proves it can export it again; every call ends by `budget`. On failure, `new`
-/// is dropped.
+/// is dropped. When `keep` holds a buffer, it receives a copy of the state as `old` exported it.
 fn transfer(
     old: &mut Guest,
     mut new: Guest,
     budget: Instant,
+    keep: &mut Option<Vec<u8>>,
 ) -> Result<(Guest, usize, Phases), SwapError> {
     old.set_budget(Some(budget));
     new.set_budget(Some(budget));
     let started = Instant::now();
-    let (sink, exported) = old.export_state(StateSink::into_guest(new));
+    let sink = StateSink::into_guest(new);
+    let sink = if keep.is_some() { sink.keeping() } else { sink };
+    let (mut sink, exported) = old.export_state(sink);
+    *keep = sink.take_kept();
     old.set_budget(None);
     let exported_at = Instant::now();
     if let Err(error) = exported {

@@ -4,6 +4,7 @@ use crate::compile::{DEFAULT_MAX_MODULE, file_kind};
 use crate::control::{self, Request};
 use crate::guest::{Config, DirMapping};
 use crate::http::HttpOptions;
+use crate::persist::keeper::{Every, PersistOptions};
 use crate::runtime::Runtime;
 use crate::serve::{RunOptions, run};
 use anyhow::Context as _;
@@ -54,9 +55,16 @@ pub enum Command {
     /// Show a running host's limits, or change them (an app stuck at its memory limit grows
     /// again once the limit is raised).
     Limits(LimitsArgs),
-    /// Stop a running host gracefully: it finishes the events in flight, answers them, removes
-    /// its control socket and exits 0.
+    /// Stop a running host gracefully: it finishes the events in flight, answers them, takes a
+    /// last snapshot (with --state-dir), removes its control socket and exits 0.
     Stop(ControlArgs),
+    /// Take a snapshot of the running app's state now (a host run with --state-dir); prints
+    /// where it was written once it is on disk.
+    Snapshot(ControlArgs),
+    /// Return to the module that ran before the last swap: that swap's snapshot imported into
+    /// the old code, and every event since replayed through it (a host run with --durable). No
+    /// down-migration needed.
+    Rollback(ControlArgs),
 }
 
 /// How to reach a running host.
@@ -124,12 +132,67 @@ pub struct RunArgs {
     /// How long a graceful stop waits for HTTP requests in flight, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 10_000)]
     pub drain_timeout: u64,
+    /// Keeping the state.
+    #[command(flatten)]
+    pub persist: PersistArgs,
     /// HTTP.
     #[command(flatten)]
     pub http: HttpArgs,
     /// Limits on the guest.
     #[command(flatten)]
     pub limits: LimitArgs,
+}
+
+/// Keeping the app's state across restarts, crashes and host upgrades.
+#[derive(Debug, Args)]
+pub struct PersistArgs {
+    /// Keep the app's state in DIR: snapshots (at start, at every swap, every
+    /// --snapshot-every, on `hotswap snapshot` and at a graceful stop) and, with --durable, a
+    /// journal of every event. A start on a DIR that holds a snapshot restores the app from it.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Journal every event before its reply is released (an HTTP response or a stdout line
+    /// goes out only once its event is on disk), so a crash loses nothing acknowledged; needed
+    /// by `hotswap rollback`.
+    #[arg(long, requires = "state_dir")]
+    pub durable: bool,
+    /// Also take a snapshot after every N events (a number) or every period with events (a
+    /// number and a unit: 500ms, 30s, 5m).
+    #[arg(long, value_name = "N|PERIOD", requires = "state_dir", value_parser = parse_every)]
+    pub snapshot_every: Option<Every>,
+    /// How many snapshots to keep (the last swap's is kept besides, for a rollback).
+    #[arg(long, value_name = "K", default_value_t = 3, requires = "state_dir", value_parser = clap::value_parser!(u64).range(1..=1000))]
+    pub keep_snapshots: u64,
+}
+
+impl PersistArgs {
+    fn options(&self) -> Option<PersistOptions> {
+        Some(PersistOptions {
+            dir: self.state_dir.clone()?,
+            durable: self.durable,
+            every: self.snapshot_every,
+            keep: self.keep_snapshots as usize,
+        })
+    }
+}
+
+fn parse_every(arg: &str) -> Result<Every, String> {
+    let digits = arg.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let n: u64 = digits.parse().map_err(|_| {
+        "expected a number of events, or a period such as 500ms, 30s or 5m".to_owned()
+    })?;
+    let every = match &arg[digits.len()..] {
+        "" => Every::Events(n),
+        "ms" => Every::Time(Duration::from_millis(n)),
+        "s" => Every::Time(Duration::from_secs(n)),
+        "m" => Every::Time(Duration::from_secs(n * 60)),
+        unit => return Err(format!("unknown unit {unit:?}: use ms, s or m")),
+    };
+    match every {
+        Every::Events(0) => Err("at least 1 event".into()),
+        Every::Time(d) if d.is_zero() => Err("a period longer than 0".into()),
+        every => Ok(every),
+    }
 }
 
 /// Serving HTTP, and the limits on its clients.
@@ -240,6 +303,7 @@ pub fn execute(cli: Cli) -> anyhow::Result<()> {
                 http: args.http.http,
                 http_options: args.http.options(),
                 drain_timeout: Duration::from_millis(args.drain_timeout),
+                persist: args.persist.options(),
             };
             run(Runtime::new(config)?, &options)
         }
@@ -265,6 +329,8 @@ pub fn execute(cli: Cli) -> anyhow::Result<()> {
             ask(&args.control, &request, None)
         }
         Command::Stop(args) => ask(&args, &Request::Stop, None),
+        Command::Snapshot(args) => ask(&args, &Request::Snapshot, None),
+        Command::Rollback(args) => ask(&args, &Request::Rollback, None),
     }
 }
 

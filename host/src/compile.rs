@@ -23,6 +23,18 @@ impl ModuleHash {
     pub fn of(bytes: &[u8]) -> Self {
         ModuleHash(Sha256::digest(bytes).into())
     }
+
+    /// Reads the 64 hex digits that `{:?}` writes.
+    pub fn from_hex(hex: &str) -> Option<Self> {
+        let mut hash = [0; 32];
+        if hex.len() != 64 || !hex.is_ascii() {
+            return None;
+        }
+        for (byte, pair) in hash.iter_mut().zip(hex.as_bytes().chunks(2)) {
+            *byte = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+        }
+        Some(ModuleHash(hash))
+    }
 }
 
 /// The first 8 hex digits, as in the swap line.

@@ -14,6 +14,8 @@
 //! | `{"op": "state"}` | `"state"`: the state version, size, and the state in its readable form ([`crate::state_view`]) |
 //! | `{"op": "limits", "timeout_ms": T, "max_memory_mib": M}` (each optional) | `"status"`, with the limits now in force |
 //! | `{"op": "stop"}` | answered once the host has stopped gracefully |
+//! | `{"op": "snapshot"}` | answered once the snapshot is on disk |
+//! | `{"op": "rollback"}` | answered once the rollback is in the journal |
 //!
 //! `"message"` is the line a person reads: for a reload, the same swap (or refusal) line the
 //! host logs. `"ok": false` means the request failed (a reload refused, for instance), and
@@ -72,6 +74,10 @@ pub enum Request {
     },
     /// Stop gracefully.
     Stop,
+    /// Take a snapshot now.
+    Snapshot,
+    /// Roll back the last swap.
+    Rollback,
 }
 
 /// A running host's answer.

@@ -188,6 +188,9 @@ pub enum SwapError {
     /// The new instance failed while importing the state.
     #[error("the new version failed while importing the state: {0}")]
     Import(CallError),
+    /// The new module could not be kept in the state directory (before it may run).
+    #[error("cannot keep the module in the state directory: {0}")]
+    Keep(String),
     /// The new instance imported the state but could not export it again: committing would
     /// leave an app that can never move on.
     #[error("the new version imported the state but cannot export it: {0}")]

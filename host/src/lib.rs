@@ -38,6 +38,7 @@ pub mod control;
 pub mod error;
 pub mod guest;
 pub mod http;
+pub mod persist;
 pub mod report;
 pub mod runtime;
 pub mod serve;

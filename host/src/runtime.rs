@@ -5,6 +5,7 @@
 use crate::check::check;
 use crate::compile::{Compiled, ModuleHash, compile, display_name, read_module};
 use crate::error::{CallError, SwapError};
+use crate::guest::tape::Tape;
 use crate::guest::{Config, EPOCH_TICK, Guest, GuestCtx, Limits, Setup, linker};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,6 +23,7 @@ pub struct Runtime {
     linker: Linker<GuestCtx>,
     config: Config,
     limits: Arc<Limits>,
+    tape: Arc<Tape>,
     cache: Mutex<Vec<(ModuleHash, Module)>>,
     _ticker: EpochTicker,
 }
@@ -48,6 +50,7 @@ impl Runtime {
             engine,
             config,
             limits,
+            tape: Arc::default(),
             cache: Mutex::new(Vec::new()),
         }))
     }
@@ -60,6 +63,12 @@ impl Runtime {
     /// The limits in force (changeable while the app runs).
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// The tape every instance reads its clocks and random bytes through (recorded for a
+    /// durable app, replayed on restore).
+    pub fn tape(&self) -> &Tape {
+        &self.tape
     }
 
     /// Compiles module bytes (binary, or WAT text when `name` ends in `.wat`), or takes them
@@ -117,6 +126,7 @@ impl Runtime {
             engine: &self.engine,
             config: &self.config,
             limits: &self.limits,
+            tape: &self.tape,
         };
         Guest::instantiate(&setup, &pre, compiled)
     }

@@ -15,6 +15,8 @@ use crate::compile::{ModuleHash, display_name, read_module};
 use crate::control::{self, Request, Response, SocketFile};
 use crate::error::{CallError, SwapError};
 use crate::http::HttpOptions;
+use crate::persist::StateDir;
+use crate::persist::keeper::{Keeper, PersistOptions};
 use crate::report::format_duration;
 use crate::runtime::{Prepared, Runtime};
 use crate::watch::{Change, watch};
@@ -46,6 +48,8 @@ pub struct RunOptions {
     pub http_options: HttpOptions,
     /// How long a graceful stop waits for HTTP requests in flight.
     pub drain_timeout: Duration,
+    /// Where and how the app's state is kept, if it is.
+    pub persist: Option<PersistOptions>,
 }
 
 /// The smallest input buffer a new version reserves before its swap: small states and the first
@@ -60,7 +64,7 @@ pub fn run(runtime: Arc<Runtime>, options: &RunOptions) -> anyhow::Result<()> {
         .start_handler(|_| background_priority())
         .build_global();
     let started = Instant::now();
-    let app = start_app(&runtime, &options.module)?;
+    let (app, keeper) = start_app(&runtime, options)?;
     log(format_args!(
         "running {} (state v{}), ready in {}",
         app.module(),
@@ -78,6 +82,7 @@ pub fn run(runtime: Arc<Runtime>, options: &RunOptions) -> anyhow::Result<()> {
     let hints = Hints {
         state_len: Arc::new(AtomicUsize::new(0)),
         memory: app.memory_watch(),
+        dir: keeper.as_ref().map(|k| k.dir().clone()),
     };
     let (tx, rx) = mpsc::channel();
     spawn_signals(tx.clone(), socket.clone())?;
@@ -117,6 +122,7 @@ pub fn run(runtime: Arc<Runtime>, options: &RunOptions) -> anyhow::Result<()> {
         http_connections: http.as_ref().map(|h| h.connections()),
         shut_http: http.map(|h| Box::new(h.shutdown_handle()) as Box<dyn FnOnce()>),
         drain_timeout: options.drain_timeout,
+        keeper,
     };
     let (stopped, app) = actor.run(rx)?;
     log_stop(stopped, &app);
@@ -169,12 +175,23 @@ fn log_stop(stopped: Stopped, app: &App) {
     ));
 }
 
-fn start_app(runtime: &Arc<Runtime>, path: &Path) -> anyhow::Result<App> {
+/// Starts the app: fresh, or restored from its state directory.
+fn start_app(
+    runtime: &Arc<Runtime>,
+    options: &RunOptions,
+) -> anyhow::Result<(App, Option<Keeper>)> {
+    let path = &options.module;
+    if let Some(persist) = &options.persist {
+        let (app, keeper) = crate::persist::start::start(runtime, path, persist)?;
+        return Ok((app, Some(keeper)));
+    }
     let prepared = runtime
         .prepare_file(path)
         .with_context(|| format!("cannot load {}", path.display()))?;
     let name = display_name(path);
-    App::start(runtime.clone(), prepared).with_context(|| format!("cannot start {name}"))
+    let app =
+        App::start(runtime.clone(), prepared).with_context(|| format!("cannot start {name}"))?;
+    Ok((app, None))
 }
 
 fn start_http(
@@ -301,6 +318,11 @@ fn control_handler(
                 Ok(query) => Command::Query { query, reply },
                 Err(message) => return Response::failed(message),
             },
+            Request::Snapshot => Command::Query {
+                query: Query::Snapshot,
+                reply,
+            },
+            Request::Rollback => Command::Rollback { reply: Some(reply) },
             Request::Stop => Command::Stop {
                 why: "hotswap stop".into(),
                 reply: Some(reply),
@@ -416,6 +438,8 @@ struct Hints {
     state_len: Arc<AtomicUsize>,
     /// The running instance's memory size ([`crate::App::memory_watch`]).
     memory: Arc<AtomicUsize>,
+    /// Where every module that may be swapped in is kept first, when the state is kept.
+    dir: Option<Arc<StateDir>>,
 }
 
 impl Hints {
@@ -459,6 +483,10 @@ fn prepare(
             return Err(SwapError::NoHttp);
         }
         hints.apply(&mut prepared)?;
+        if let Some(dir) = &hints.dir {
+            dir.keep_module(&name, bytes)
+                .map_err(|e| SwapError::Keep(format!("{e:#}")))?;
+        }
         Ok(prepared)
     });
     match prepared {

@@ -25,6 +25,8 @@ pub(crate) struct GuestCtx {
     pub(crate) deadline_epoch: u64,
     /// Zero of the guest's monotonic clock.
     pub(crate) clock_base: Instant,
+    /// Where the guest's clocks and random bytes come from, recorded or replayed.
+    pub(crate) tape: Arc<super::tape::Tape>,
 }
 
 /// The most elements a guest's table may have.

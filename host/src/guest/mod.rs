@@ -9,6 +9,7 @@ mod limits;
 mod memory;
 mod sink;
 mod stdio;
+pub mod tape;
 mod trap;
 mod wasi;
 
@@ -50,6 +51,7 @@ pub(crate) struct Setup<'a> {
     pub(crate) engine: &'a Engine,
     pub(crate) config: &'a Config,
     pub(crate) limits: &'a Arc<Limits>,
+    pub(crate) tape: &'a Arc<tape::Tape>,
 }
 
 /// A live instance of a guest module.
@@ -241,6 +243,12 @@ impl Guest {
         self.output(status).map(drop)
     }
 
+    /// Imports state bytes held by the host (a snapshot), written by `version`.
+    pub(crate) fn import_bytes(&mut self, state: &[u8], version: u32) -> Result<(), CallError> {
+        let len = self.write_input(state)?;
+        self.import_state(len as u32 as usize, version)
+    }
+
     /// Makes sure the input buffer holds at least `len` bytes, so that a later input of that
     /// size needs no allocation (used to prepare a new instance before a swap's pause).
     #[inline]
@@ -377,9 +385,12 @@ fn context(setup: &Setup<'_>, compiled: &Compiled) -> Result<GuestCtx, SwapError
     let config = setup.config;
     let mut wasi = WasiCtxBuilder::new();
     let clock_base = Instant::now();
+    let tape = setup.tape.clone();
     wasi.arg(&compiled.name)
         .envs(&config.env)
-        .monotonic_clock(wasi::MonotonicClock(clock_base));
+        .wall_clock(tape::WallClock(tape.clone()))
+        .monotonic_clock(tape::MonotonicClock(tape.clone(), clock_base))
+        .secure_random(tape::Random(tape.clone(), wasmtime_wasi::thread_rng()));
     if config.inherit_stdio {
         let output = stdio::GuestOutput::default();
         wasi.stdout(output.clone()).stderr(output);
@@ -397,6 +408,7 @@ fn context(setup: &Setup<'_>, compiled: &Compiled) -> Result<GuestCtx, SwapError
         state_sink: None,
         deadline_epoch: 0,
         clock_base,
+        tape,
     })
 }
 

@@ -23,6 +23,8 @@ pub(crate) struct StateSink {
     len: usize,
     /// Time spent copying pieces in: the host's share of the export.
     copying: Duration,
+    /// A copy of the whole state too, when asked for (a snapshot of the state a swap carried).
+    kept: Option<Vec<u8>>,
 }
 
 impl StateSink {
@@ -33,7 +35,19 @@ impl StateSink {
             discard,
             len: 0,
             copying: Duration::ZERO,
+            kept: None,
         }
+    }
+
+    /// Keeps a copy of the whole state as well (see [`StateSink::take_kept`]).
+    pub(crate) fn keeping(mut self) -> StateSink {
+        self.kept = Some(Vec::new());
+        self
+    }
+
+    /// The copy kept by [`StateSink::keeping`].
+    pub(crate) fn take_kept(&mut self) -> Option<Vec<u8>> {
+        self.kept.take()
     }
 
     /// A sink that fills `guest`'s input buffer (reserved and touched before the pause).
@@ -64,6 +78,9 @@ impl StateSink {
             return Ok(());
         }
         let started = Instant::now();
+        if let Some(kept) = &mut self.kept {
+            kept.extend_from_slice(piece);
+        }
         let result = self.copy_in(piece, limit);
         self.copying += started.elapsed();
         result

@@ -6,26 +6,14 @@
 //! blocks: WASI's own `poll_oneoff` would sleep for as long as the guest asks, holding every
 //! event. This one sleeps at most until the call's deadline and then interrupts the call, as the
 //! epoch would. File descriptors are always ready (the guest's files are regular files and its
-//! stdin is empty), so a poll that waits on one returns at once.
+//! stdin is empty), so a poll that waits on one returns at once. While events are replayed
+//! ([`super::tape`]), a sleep returns at once too.
 
 use super::ctx::GuestCtx;
 use super::limits::EPOCH_TICK;
 use hotswap_abi as abi;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use wasmtime::{Caller, Extern, Linker, Trap};
-
-/// A guest's monotonic clock: nanoseconds since its instance was made.
-pub(crate) struct MonotonicClock(pub(crate) Instant);
-
-impl wasmtime_wasi::HostMonotonicClock for MonotonicClock {
-    fn resolution(&self) -> u64 {
-        1
-    }
-
-    fn now(&self) -> u64 {
-        u64::try_from(self.0.elapsed().as_nanos()).unwrap_or(u64::MAX)
-    }
-}
 
 /// Registers the host's `poll_oneoff` in place of WASI's.
 pub(crate) fn add_poll_oneoff(linker: &mut Linker<GuestCtx>) -> wasmtime::Result<()> {
@@ -77,7 +65,14 @@ fn poll_oneoff(
     let Some(mut wanted) = read_subscriptions(bytes, ctx.clock_base) else {
         return Ok(ERRNO_INVAL);
     };
-    if wanted.ready.is_empty() {
+    if ctx.tape.replaying() {
+        // A replayed event does not wait: every clock it asked for has fired.
+        let fired = wanted
+            .clocks
+            .drain(..)
+            .map(|(data, _)| Ready(data, EVENT_CLOCK));
+        wanted.ready.extend(fired.collect::<Vec<_>>());
+    } else if wanted.ready.is_empty() {
         let left = EPOCH_TICK * ctx.deadline_epoch.saturating_sub(ctx.limits.epoch()) as u32;
         let first = wanted.clocks.iter().map(|(_, at)| *at).min();
         let now = Instant::now();

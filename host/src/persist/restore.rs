@@ -1,0 +1,208 @@
+//! Restoring an app from its state directory: the newest good snapshot imported into the module
+//! that wrote it, then the journal after it replayed, each event through the code that handled
+//! it (following the journaled swaps and rollbacks), with the clock and random reads recorded
+//! for it. And the rollback of a swap, which is the same replay through the old code.
+
+use super::StateDir;
+use super::journal::{Entry, Record};
+use super::snapshot::{self, Snapshot};
+use crate::actor::Input;
+use crate::app::App;
+use crate::compile::ModuleHash;
+use crate::guest::tape::Read;
+use crate::runtime::Runtime;
+use anyhow::Context as _;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The last swap still in the journal, which a rollback undoes.
+#[derive(Clone, Debug)]
+pub struct LastSwap {
+    /// The swap's record.
+    pub seq: u64,
+    /// The module swapped out.
+    pub from: ModuleHash,
+    /// The events since, to replay through the old module.
+    pub since: Vec<(Input, Vec<Read>)>,
+}
+
+/// An app brought back from its state directory.
+pub struct Restored {
+    /// The app, in the module the journal ended in.
+    pub app: App,
+    /// The snapshot it began from.
+    pub snapshot_seq: u64,
+    /// The last journal record applied.
+    pub seq: u64,
+    /// Events replayed.
+    pub replayed: u64,
+    /// Events whose guest read other clock or random values on replay than were recorded.
+    pub diverged: u64,
+    /// Swaps and rollbacks replayed.
+    pub swaps: u64,
+    /// How long it took.
+    pub took: Duration,
+    /// The last swap (for `hotswap rollback`), when the journal has one after its snapshot.
+    pub last_swap: Option<LastSwap>,
+}
+
+/// Brings the app back from `dir`: `None` if the directory holds no snapshot (a fresh start).
+pub fn restore(runtime: &Arc<Runtime>, dir: &StateDir) -> anyhow::Result<Option<Restored>> {
+    let started = Instant::now();
+    let entries = super::journal::read_all(dir)?;
+    let Some(base) = snapshot::newest_good(dir) else {
+        if entries.is_empty() {
+            return Ok(None);
+        }
+        anyhow::bail!(
+            "{} has a journal but no good snapshot to replay it from (set aside in quarantine/): \
+             start with an empty --state-dir, or put a good snapshot back",
+            dir.root().display()
+        );
+    };
+    let mut replay = Replay {
+        app: resume(runtime, dir, &base)?,
+        seq: base.seq,
+        replayed: 0,
+        diverged: 0,
+        swaps: 0,
+        last_swap: None,
+    };
+    for entry in entries.into_iter().filter(|e| e.seq > base.seq) {
+        replay.apply(runtime, dir, entry)?;
+    }
+    let Replay {
+        app,
+        seq,
+        replayed,
+        diverged,
+        swaps,
+        last_swap,
+    } = replay;
+    let took = started.elapsed();
+    Ok(Some(Restored {
+        app,
+        snapshot_seq: base.seq,
+        seq,
+        replayed,
+        diverged,
+        swaps,
+        took,
+        last_swap,
+    }))
+}
+
+/// An app being brought forward through the journal.
+struct Replay {
+    app: App,
+    seq: u64,
+    replayed: u64,
+    diverged: u64,
+    swaps: u64,
+    last_swap: Option<LastSwap>,
+}
+
+impl Replay {
+    fn apply(
+        &mut self,
+        runtime: &Arc<Runtime>,
+        dir: &StateDir,
+        entry: Entry,
+    ) -> anyhow::Result<()> {
+        if entry.seq != self.seq + 1 {
+            anyhow::bail!(
+                "the journal skips from record {} to {}",
+                self.seq,
+                entry.seq
+            );
+        }
+        self.seq = entry.seq;
+        match entry.record {
+            Record::Input { input, reads } => {
+                if !deliver(&mut self.app, &input, reads.clone()) {
+                    self.diverged += 1;
+                }
+                self.replayed += 1;
+                if let Some(swap) = &mut self.last_swap {
+                    swap.since.push((input, reads));
+                }
+            }
+            Record::Swap { from, to } => {
+                let (from, to) = (hash(&from)?, hash(&to)?);
+                let prepared = runtime.prepare(&dir.module_name(&to), &dir.module(&to)?)?;
+                self.app.swap(prepared).map_err(|e| {
+                    anyhow::anyhow!("replaying the swap at record {}: {e}", entry.seq)
+                })?;
+                self.swaps += 1;
+                self.last_swap = Some(LastSwap {
+                    seq: entry.seq,
+                    from,
+                    since: Vec::new(),
+                });
+            }
+            Record::Rollback { swap } => {
+                let last = (self.last_swap.take())
+                    .filter(|last| last.seq == swap)
+                    .with_context(|| format!("the journal rolls back the swap at record {swap}, which it does not hold"))?;
+                self.app = roll_back(runtime, dir, &last)?;
+                self.swaps += 1;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The app a rollback of `swap` gives: the swap's snapshot (the state the old version
+/// exported) imported into the old module, and every event since replayed through it.
+pub fn roll_back(runtime: &Arc<Runtime>, dir: &StateDir, swap: &LastSwap) -> anyhow::Result<App> {
+    let path = snapshot::path(dir, swap.seq - 1);
+    let base = snapshot::read(&path).map_err(|why| {
+        anyhow::anyhow!(
+            "the snapshot of the swap at record {} ({}) {why}",
+            swap.seq,
+            path.display()
+        )
+    })?;
+    if base.module != swap.from {
+        anyhow::bail!(
+            "{} is not the state of the module the swap at record {} replaced",
+            path.display(),
+            swap.seq
+        );
+    }
+    let mut app = resume(runtime, dir, &base)?;
+    for (input, reads) in &swap.since {
+        deliver(&mut app, input, reads.clone());
+    }
+    Ok(app)
+}
+
+/// The snapshot's state imported into the module that wrote it.
+fn resume(runtime: &Arc<Runtime>, dir: &StateDir, snapshot: &Snapshot) -> anyhow::Result<App> {
+    let bytes = dir.module(&snapshot.module)?;
+    let name = dir.module_name(&snapshot.module);
+    let prepared = runtime.prepare(&name, &bytes)?;
+    App::resume(
+        runtime.clone(),
+        prepared,
+        &snapshot.state,
+        snapshot.state_version,
+    )
+    .with_context(|| format!("cannot import snapshot {} into {}", snapshot.seq, name))
+}
+
+/// Replays one event, its reply discarded; whether the guest read what was recorded.
+fn deliver(app: &mut App, input: &Input, reads: Vec<Read>) -> bool {
+    app.runtime().tape().replay(reads);
+    let _ = match input {
+        Input::Message(bytes) => app.message_with(bytes, |_| ()),
+        Input::Tick { now_ms } => app.tick(*now_ms),
+        Input::Http(request) => app.http(request).map(drop),
+    };
+    app.runtime().tape().finish_replay()
+}
+
+fn hash(hex: &str) -> anyhow::Result<ModuleHash> {
+    ModuleHash::from_hex(hex)
+        .with_context(|| format!("the journal names a module {hex:?} that is no hash"))
+}
