@@ -1406,7 +1406,8 @@ mod tests {
     }
 
     /// Encodes `value` with [`write_chunked`] into a buffer of `chunk + CHUNK_SLACK` bytes of
-    /// capacity: the pieces (with where each one lay), the last piece, and whether `out` grew.
+    /// capacity, and checks that the pieces join to what [`to_vec`] writes: the pieces (with
+    /// where each one lay), the last piece, and whether `out` grew.
     fn traced<T: Serialize + ?Sized>(value: &T, chunk: usize) -> (Vec<(usize, Vec<u8>)>, bool) {
         let mut out = Vec::with_capacity(chunk + CHUNK_SLACK);
         let capacity = out.capacity();
@@ -1415,11 +1416,9 @@ mod tests {
         write_chunked(&mut out, chunk, &mut flush, value).unwrap();
         let grew = out.capacity() != capacity;
         pieces.push((0, out));
+        let joined: Vec<u8> = pieces.iter().flat_map(|(_, p)| p.iter().copied()).collect();
+        assert_eq!(joined, to_vec(value).unwrap(), "{chunk}");
         (pieces, grew)
-    }
-
-    fn joined(pieces: &[(usize, Vec<u8>)]) -> Vec<u8> {
-        pieces.iter().flat_map(|(_, p)| p.iter().copied()).collect()
     }
 
     #[test]
@@ -1481,7 +1480,6 @@ mod tests {
                 .collect();
             let (pieces, grew) = traced(&holders, chunk);
             let whole = to_vec(&holders).unwrap();
-            assert_eq!(joined(&pieces), whole, "{chunk}");
             assert_eq!(whole, rmp_serde::to_vec_named(&holders).unwrap(), "{chunk}");
             assert!(!grew, "{chunk}");
             assert!(
@@ -1501,7 +1499,6 @@ mod tests {
             let after = texts[4].clone();
             let unsized_value = (Bin(&raw[4]), Unsized(&texts), &after);
             let (pieces, grew) = traced(&unsized_value, chunk);
-            assert_eq!(joined(&pieces), to_vec(&unsized_value).unwrap(), "{chunk}");
             assert!(grew, "{chunk}");
             let handed = |at: *const u8| pieces.iter().any(|(ptr, _)| *ptr == at as usize);
             assert!(texts.iter().all(|t| !handed(t.as_ptr())), "{chunk}");
@@ -1541,17 +1538,10 @@ mod tests {
                 })
                 .collect(),
         };
-        let (numbers_whole, everything_whole) = (
-            to_vec(&numbers).unwrap(),
-            to_vec(&everything_up_to(256)).unwrap(),
-        );
+        let everything = everything_up_to(256);
         for chunk in (1..=48).chain([64, 100, 1000, 4096]) {
-            let (pieces, grew) = traced(&numbers, chunk);
-            assert_eq!(joined(&pieces), numbers_whole, "{chunk}");
-            assert!(!grew, "{chunk}");
-            let (pieces, grew) = traced(&everything_up_to(256), chunk);
-            assert_eq!(joined(&pieces), everything_whole, "{chunk}");
-            assert!(!grew, "{chunk}");
+            assert!(!traced(&numbers, chunk).1, "{chunk}");
+            assert!(!traced(&everything, chunk).1, "{chunk}");
         }
     }
 

@@ -25,27 +25,22 @@ fn config() -> ProptestConfig {
     ProptestConfig::with_cases(cases)
 }
 
-/// An `f32` equal to another with the same bits, NaN included.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
-#[serde(transparent)]
-struct F32(f32);
+/// Floats equal to another with the same bits, NaN included.
+macro_rules! bitwise_floats {
+    ($($name:ident($float:ty)),*) => {$(
+        #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+        #[serde(transparent)]
+        struct $name($float);
 
-impl PartialEq for F32 {
-    fn eq(&self, other: &Self) -> bool {
-        self.0.to_bits() == other.0.to_bits()
-    }
+        impl PartialEq for $name {
+            fn eq(&self, other: &Self) -> bool {
+                self.0.to_bits() == other.0.to_bits()
+            }
+        }
+    )*};
 }
 
-/// An `f64` equal to another with the same bits, NaN included.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
-#[serde(transparent)]
-struct F64(f64);
-
-impl PartialEq for F64 {
-    fn eq(&self, other: &Self) -> bool {
-        self.0.to_bits() == other.0.to_bits()
-    }
-}
+bitwise_floats!(F32(f32), F64(f64));
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 struct UnitStruct;

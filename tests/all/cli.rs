@@ -3,9 +3,11 @@
 
 use hotswap_tests::*;
 use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
+use tempfile::TempDir;
 
 /// The `hotswap` command built for the tests (see `tests/src/bin/hotswap-under-test.rs`), or the
 /// binary that `HOTSWAP_UNDER_TEST` names: run the tests against an older build to see which
@@ -16,7 +18,7 @@ pub fn hotswap_bin() -> String {
 }
 
 /// Guards against a hang, not a performance goal.
-const PATIENCE: Duration = Duration::from_secs(60);
+pub const PATIENCE: Duration = Duration::from_secs(60);
 
 /// A running `hotswap` with its stdout and stderr read line by line.
 pub struct Running {
@@ -31,8 +33,12 @@ impl Running {
         Self::start_with_env(args, &[])
     }
 
-    pub fn start_with_env(args: &[&str], env: &[(&str, &std::path::Path)]) -> Self {
-        let mut child = spawn(args, env);
+    pub fn start_with_env(args: &[&str], env: &[(&str, &Path)]) -> Self {
+        Self::of(spawn(args, env))
+    }
+
+    /// A started `hotswap` (see [`command`]), its stdout and stderr read from now on.
+    pub fn of(mut child: Child) -> Self {
         let stdout = lines(child.stdout.take().unwrap());
         let stderr = lines(child.stderr.take().unwrap());
         Running {
@@ -41,6 +47,62 @@ impl Running {
             stdout,
             stderr,
         }
+    }
+
+    /// `hotswap run MODULE --control DIR/control.sock EXTRA…`, started by `start` (such as
+    /// [`Running::start`]), once its control socket listens; with the socket's path.
+    pub fn controlled_by(
+        start: impl FnOnce(&[&str]) -> Running,
+        module: &str,
+        dir: &TempDir,
+        extra: &[&str],
+    ) -> (Self, String) {
+        let socket = control_socket(dir);
+        let mut args = vec!["run", module, "--control", &socket];
+        args.extend_from_slice(extra);
+        let host = start(&args);
+        host.log_until("control socket");
+        (host, socket)
+    }
+
+    /// [`Running::controlled_by`] [`Running::start`].
+    pub fn controlled(module: &str, dir: &TempDir, extra: &[&str]) -> (Self, String) {
+        Self::controlled_by(Self::start, module, dir, extra)
+    }
+
+    /// [`Running::controlled_by`], serving HTTP on a free port of 127.0.0.1: the host, the
+    /// address it serves and the control socket.
+    pub fn serving_by(
+        start: impl FnOnce(&[&str]) -> Running,
+        module: &str,
+        dir: &TempDir,
+        extra: &[&str],
+    ) -> (Self, String, String) {
+        let mut args = vec!["--http", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        let (host, socket) = Self::controlled_by(start, module, dir, &args);
+        let line = host.log_until("serving HTTP on http://");
+        let addr = line
+            .split("http://")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .unwrap()
+            .to_owned();
+        (host, addr, socket)
+    }
+
+    /// [`Running::serving_by`] [`Running::start`].
+    pub fn serving(module: &str, dir: &TempDir, extra: &[&str]) -> (Self, String, String) {
+        Self::serving_by(Self::start, module, dir, extra)
+    }
+
+    /// `hotswap run APP --watch EXTRA…`, once it watches.
+    pub fn watching(app: &Path, extra: &[&str]) -> Self {
+        let mut args = vec!["run", app.to_str().unwrap(), "--watch"];
+        args.extend_from_slice(extra);
+        let host = Self::start(&args);
+        host.log_until("watching");
+        host
     }
 
     pub fn send(&mut self, line: &str) {
@@ -54,6 +116,12 @@ impl Running {
         self.stdout
             .recv_timeout(PATIENCE)
             .expect("hotswap printed no reply")
+    }
+
+    /// Sends a line and returns the reply.
+    pub fn ask(&mut self, line: &str) -> String {
+        self.send(line);
+        self.reply()
     }
 
     /// Reads stderr until a line contains `needle`; returns that line.
@@ -114,14 +182,21 @@ pub fn lines(reader: impl std::io::Read + Send + 'static) -> mpsc::Receiver<Stri
     rx
 }
 
-/// Starts `hotswap` with its three standard streams piped.
-pub fn spawn(args: &[&str], env: &[(&str, &std::path::Path)]) -> Child {
-    Command::new(hotswap_bin())
+/// `hotswap` with these arguments and its three standard streams piped.
+pub fn command(args: &[&str]) -> Command {
+    let mut command = Command::new(hotswap_bin());
+    command
         .args(args)
-        .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
+
+/// Starts `hotswap` with its three standard streams piped.
+pub fn spawn(args: &[&str], env: &[(&str, &Path)]) -> Child {
+    command(args)
+        .envs(env.iter().copied())
         .spawn()
         .expect("start hotswap")
 }
@@ -132,7 +207,7 @@ pub fn run(args: &[&str], stdin: &str) -> Output {
 }
 
 /// [`run`] with extra environment variables.
-pub fn run_with_env(args: &[&str], stdin: &str, env: &[(&str, &std::path::Path)]) -> Output {
+pub fn run_with_env(args: &[&str], stdin: &str, env: &[(&str, &Path)]) -> Output {
     let mut child = spawn(args, env);
     child
         .stdin
@@ -143,6 +218,25 @@ pub fn run_with_env(args: &[&str], stdin: &str, env: &[(&str, &std::path::Path)]
     child.wait_with_output().unwrap()
 }
 
+/// The control socket of a test's host: `control.sock` in `dir`.
+pub fn control_socket(dir: &TempDir) -> String {
+    dir.path().join("control.sock").to_str().unwrap().to_owned()
+}
+
+/// A copy of `module` as `app.wasm` in `dir`, for a host to watch.
+pub fn app_copy(dir: &TempDir, module: &str) -> PathBuf {
+    let app = dir.path().join("app.wasm");
+    std::fs::copy(module, &app).unwrap();
+    app
+}
+
+/// Replaces `app` with a copy of `module` by an atomic rename, as deployment tools do.
+pub fn rename_over(app: &Path, module: &str) {
+    let staged = app.with_file_name("staged.wasm");
+    std::fs::copy(module, &staged).unwrap();
+    std::fs::rename(&staged, app).unwrap();
+}
+
 pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
@@ -150,14 +244,10 @@ pub fn stderr(output: &Output) -> String {
 #[test]
 fn run_swap_by_writing_the_watched_file() {
     let dir = tempfile::tempdir().unwrap();
-    let app = dir.path().join("app.wasm");
-    std::fs::copy(COUNTER_V1, &app).unwrap();
-    let mut hotswap = Running::start(&["run", app.to_str().unwrap(), "--watch"]);
-    hotswap.log_until("watching");
-    hotswap.send("inc");
-    assert_eq!(hotswap.reply(), "counter v1: value=5");
-    hotswap.send("inc");
-    assert_eq!(hotswap.reply(), "counter v1: value=10");
+    let app = app_copy(&dir, COUNTER_V1);
+    let mut hotswap = Running::watching(&app, &[]);
+    assert_eq!(hotswap.ask("inc"), "counter v1: value=5");
+    assert_eq!(hotswap.ask("inc"), "counter v1: value=10");
 
     std::fs::copy(COUNTER_V2, &app).unwrap();
     let line = hotswap.log_until("swapped");
@@ -166,8 +256,7 @@ fn run_swap_by_writing_the_watched_file() {
         line.contains("state v1 → v1") && line.contains("pause"),
         "{line}"
     );
-    hotswap.send("inc");
-    assert_eq!(hotswap.reply(), "counter v2: value=11");
+    assert_eq!(hotswap.ask("inc"), "counter v2: value=11");
 
     // A broken file is refused with its reason; the app keeps its state and code.
     std::fs::write(&app, b"not wasm").unwrap();
@@ -176,17 +265,13 @@ fn run_swap_by_writing_the_watched_file() {
         line.contains("not a WebAssembly module") && line.contains("still running app.wasm@"),
         "{line}"
     );
-    hotswap.send("inc");
-    assert_eq!(hotswap.reply(), "counter v2: value=12");
+    assert_eq!(hotswap.ask("inc"), "counter v2: value=12");
 
     // An atomic rename brings v1 back (from the cache).
-    let staged = dir.path().join("staged.wasm");
-    std::fs::copy(COUNTER_V1, &staged).unwrap();
-    std::fs::rename(&staged, &app).unwrap();
+    rename_over(&app, COUNTER_V1);
     let line = hotswap.log_until("swapped");
     assert!(line.contains("cached"), "{line}");
-    hotswap.send("get");
-    assert_eq!(hotswap.reply(), "counter v1: value=12");
+    assert_eq!(hotswap.ask("get"), "counter v1: value=12");
     hotswap.finish();
 }
 
@@ -222,8 +307,7 @@ fn a_failed_event_prints_an_error_line_and_the_app_serves_on() {
 fn ticks_reach_the_app_and_guest_output_goes_to_stderr() {
     let mut hotswap = Running::start(&["run", TICKER, "--tick", "5"]);
     hotswap.log_until("guest: ticker: step 3 ball at");
-    hotswap.send("where");
-    let reply = hotswap.reply();
+    let reply = hotswap.ask("where");
     let steps: u64 = reply
         .strip_prefix("ticker: the ball is at (")
         .and_then(|r| r.split(" after ").nth(1))
@@ -389,14 +473,11 @@ pub fn json(output: &Output) -> serde_json::Value {
 fn reload_status_and_state_over_the_control_socket() {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("control.sock");
-    let socket = socket.to_str().unwrap();
-    let mut hotswap = Running::start(&["run", COUNTER_V1, "--control", socket]);
-    hotswap.log_until("control socket");
+    let (mut hotswap, socket) = Running::controlled(COUNTER_V1, &dir, &[]);
+    let socket = socket.as_str();
     let mode = std::fs::metadata(socket).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600, "the control socket is owner-only");
-    hotswap.send("inc");
-    assert_eq!(hotswap.reply(), "counter v1: value=5");
+    assert_eq!(hotswap.ask("inc"), "counter v1: value=5");
 
     let output = run(&["reload", "--control", socket, COUNTER_V2], "");
     assert!(output.status.success(), "{}", stderr(&output));
@@ -405,8 +486,7 @@ fn reload_status_and_state_over_the_control_socket() {
         line.starts_with("swapped counter_v1.wasm@") && line.contains("→ counter_v2.wasm@"),
         "{line}"
     );
-    hotswap.send("inc");
-    assert_eq!(hotswap.reply(), "counter v2: value=6");
+    assert_eq!(hotswap.ask("inc"), "counter v2: value=6");
 
     // A refused reload exits 1 with the reason; the app keeps running v2 with its state.
     let output = run(&["reload", "--control", socket, WRONG_ABI_WAT], "");
@@ -448,7 +528,7 @@ fn reload_status_and_state_over_the_control_socket() {
 
     hotswap.finish();
     assert!(
-        !std::path::Path::new(socket).exists(),
+        !Path::new(socket).exists(),
         "the socket is removed when the host stops"
     );
 }
@@ -456,10 +536,8 @@ fn reload_status_and_state_over_the_control_socket() {
 #[test]
 fn a_live_control_socket_is_not_taken_over() {
     let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("control.sock");
-    let socket = socket.to_str().unwrap();
-    let hotswap = Running::start(&["run", COUNTER_V1, "--control", socket]);
-    hotswap.log_until("control socket");
+    let (hotswap, socket) = Running::controlled(COUNTER_V1, &dir, &[]);
+    let socket = socket.as_str();
     let output = run(&["run", COUNTER_V2, "--control", socket], "");
     assert_eq!(output.status.code(), Some(1));
     assert!(
@@ -515,9 +593,7 @@ fn control_errors_are_clear() {
     );
 
     let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("control.sock");
-    let hotswap = Running::start(&["run", COUNTER_V1, "--control", socket.to_str().unwrap()]);
-    hotswap.log_until("control socket");
+    let (hotswap, socket) = Running::controlled(COUNTER_V1, &dir, &[]);
     let mut stream = std::os::unix::net::UnixStream::connect(&socket).unwrap();
     stream.write_all(b"{\"op\": \"fly\"}\n").unwrap();
     let mut answer = String::new();
@@ -531,15 +607,7 @@ fn control_errors_are_clear() {
             .starts_with("not a valid request"),
         "{answer}"
     );
-    let output = run(
-        &[
-            "reload",
-            "--control",
-            socket.to_str().unwrap(),
-            "/no/such/v2.wasm",
-        ],
-        "",
-    );
+    let output = run(&["reload", "--control", &socket, "/no/such/v2.wasm"], "");
     assert_eq!(output.status.code(), Some(1));
     assert!(
         stderr(&output).contains("cannot read /no/such/v2.wasm"),

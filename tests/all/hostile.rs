@@ -4,26 +4,15 @@
 //! mangled function names. Each is refused or contained with a one-line, typed reason, and the
 //! running app keeps serving with its state. Modules are inline WAT (see `failures.rs`).
 
-use crate::cli::{Running, run, stderr};
+use crate::cli::{PATIENCE, Running, run, stderr};
 use crate::failures::{abi_module, prepare_wat, start_wat};
-use hotswap::{CallError, CheckError, Config, Recovery, SwapError};
+use crate::limits::{ENDLESS_EXPORT, assert_export_used_up_the_timeout, limited};
+use hotswap::{App, CallError, CheckError, Prepared, Recovery, Runtime, SwapError};
+use hotswap::{SwapRefused, SwapReport};
 use hotswap_tests::*;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Duration;
-
-/// Guards against a hang, not a performance goal.
-const PATIENCE: Duration = Duration::from_secs(60);
-
-/// A runtime whose calls may run 200 ms.
-fn limited() -> std::sync::Arc<hotswap::Runtime> {
-    runtime_with(Config {
-        call_timeout: Duration::from_millis(200),
-        max_memory: 32 << 20,
-        inherit_stdio: false,
-        ..Config::default()
-    })
-}
 
 /// Runs `f` on its own thread and returns what it returns, or fails the test if it has not
 /// returned within [`PATIENCE`] (the thread is left behind: a guest sleeping an hour).
@@ -39,6 +28,35 @@ fn within_patience<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send +
         }
         Err(mpsc::RecvTimeoutError::Disconnected) => panic!("{what} panicked"),
     }
+}
+
+/// [`App::swap`] on a thread of its own, within [`PATIENCE`].
+fn swap_within_patience(
+    mut app: App,
+    prepared: Prepared,
+) -> (App, Result<SwapReport, Box<SwapRefused>>) {
+    within_patience("the swap", move || {
+        let result = app.swap(prepared);
+        (app, result)
+    })
+}
+
+/// Asserts that a refused swap's error matches a pattern and that its text contains `$text`.
+macro_rules! assert_refused {
+    ($refused:expr, $kind:pat $(if $guard:expr)?, $text:expr) => {{
+        let refused = &$refused;
+        assert!(matches!(&refused.error, $kind $(if $guard)?), "{refused}");
+        assert!(refused.to_string().contains($text), "{refused}");
+    }};
+}
+
+/// After one refused swap: the app kept its state `before`, serves on (a message counts one
+/// up, to `after`), and counted the refusal.
+fn assert_kept_after_refusal(app: &mut App, before: &[u8], after: i64) {
+    assert_eq!(state(app), before);
+    app.message(b"x").unwrap();
+    assert_eq!(state(app), after.to_le_bytes());
+    assert_eq!((app.stats().swaps, app.stats().refused), (0, 1));
 }
 
 /// Bytes as the body of a WAT string, every byte escaped.
@@ -152,6 +170,12 @@ fn woke(reply: &[u8]) -> Woke {
     }
 }
 
+/// A message that does not sleep is answered, and the state counts `messages`.
+fn assert_sleeper_serves_on(app: &mut App, messages: i64) {
+    assert_eq!(woke(&app.message(b"x").unwrap()).errno, 0);
+    assert_eq!(state(app), messages.to_le_bytes());
+}
+
 #[test]
 fn a_guest_sleeping_an_hour_in_its_import_is_refused_within_the_timeout() {
     let runtime = limited();
@@ -167,25 +191,14 @@ fn a_guest_sleeping_an_hour_in_its_import_is_refused_within_the_timeout() {
             (call $out (i32.const 0) (i32.const 0) (i32.const 0)))"#,
     )]);
     let prepared = prepare_wat(&runtime, &sleeps_in_import).unwrap();
-    let (mut app, result) = within_patience("the swap", move || {
-        let result = app.swap(prepared);
-        (app, result)
-    });
+    let (mut app, result) = swap_within_patience(app, prepared);
     let refused = result.expect_err("a guest sleeping an hour must not be swapped in");
-    assert!(
-        matches!(refused.error, SwapError::Import(CallError::Timeout(_))),
-        "{refused}"
+    assert_refused!(
+        refused,
+        SwapError::Import(CallError::Timeout(_)),
+        "ran longer than the 200 ms call limit"
     );
-    assert!(
-        refused
-            .to_string()
-            .contains("ran longer than the 200 ms call limit"),
-        "{refused}"
-    );
-    assert_eq!(state(&mut app), before);
-    app.message(b"x").unwrap();
-    assert_eq!(state(&mut app), 3i64.to_le_bytes());
-    assert_eq!((app.stats().swaps, app.stats().refused), (0, 1));
+    assert_kept_after_refusal(&mut app, &before, 3);
 }
 
 #[test]
@@ -210,8 +223,7 @@ fn a_guest_sleeping_an_hour_in_an_event_times_out_and_the_app_serves_on() {
         );
     }
     // The app serves on; the interrupted events did not count.
-    assert_eq!(woke(&app.message(b"x").unwrap()).errno, 0);
-    assert_eq!(state(&mut app), 1i64.to_le_bytes());
+    assert_sleeper_serves_on(&mut app, 1);
 }
 
 /// An export that sleeps an hour on the running side: the swap is refused after one
@@ -231,27 +243,11 @@ fn a_running_version_sleeping_an_hour_in_its_export_is_refused_within_the_timeou
     app.message(b"x").unwrap();
     app.message(b"x").unwrap();
     let prepared = prepare_wat(&runtime, &abi_module(&[])).unwrap();
-    let (mut app, result) = within_patience("the swap", move || {
-        let result = app.swap(prepared);
-        (app, result)
-    });
+    let (mut app, result) = swap_within_patience(app, prepared);
     let refused = result.expect_err("the export never finished");
-    assert!(
-        matches!(refused.error, SwapError::Export(CallError::Timeout(_))),
-        "{refused}"
-    );
-    assert!(
-        matches!(refused.recovery, Some(Recovery::NoTimeLeft)),
-        "{refused}"
-    );
-    assert_eq!(
-        refused.to_string().matches("call limit").count(),
-        1,
-        "{refused}"
-    );
+    assert_export_used_up_the_timeout(&refused);
     // The app serves on (a third message: the export no longer sleeps).
-    assert_eq!(woke(&app.message(b"x").unwrap()).errno, 0);
-    assert_eq!(state(&mut app), 3i64.to_le_bytes());
+    assert_sleeper_serves_on(&mut app, 3);
 }
 
 /// A sleep under the limit returns normally, with its clock event reported: relative, absolute
@@ -344,15 +340,10 @@ fn a_lower_state_version_is_refused_before_the_pause() {
     let v1 = prepare_wat(&runtime, &abi_module(&[])).unwrap();
     assert_eq!(v1.state_version(), 1);
     let refused = app.swap(v1).unwrap_err();
-    assert!(
-        matches!(refused.error, SwapError::Downgrade { running: 2, new: 1 }),
-        "{refused}"
-    );
-    assert!(
-        refused
-            .to_string()
-            .contains("state version 1 is lower than the running version's 2"),
-        "{refused}"
+    assert_refused!(
+        refused,
+        SwapError::Downgrade { running: 2, new: 1 },
+        "state version 1 is lower than the running version's 2"
     );
     // Refused before the pause: the running version never exported its state.
     assert_eq!(app.message(b"x").unwrap(), 0u32.to_le_bytes());
@@ -402,22 +393,14 @@ fn a_version_that_imports_but_cannot_export_is_refused() {
     let refused = app
         .swap(prepare_wat(&runtime, &cannot_export).unwrap())
         .unwrap_err();
-    assert!(
-        matches!(refused.error, SwapError::Verify(CallError::Trap(_))),
-        "{refused}"
-    );
-    assert!(
-        refused
-            .to_string()
-            .contains("the new version imported the state but cannot export it: guest trapped"),
-        "{refused}"
+    assert_refused!(
+        refused,
+        SwapError::Verify(CallError::Trap(_)),
+        "the new version imported the state but cannot export it: guest trapped"
     );
     // The old instance was not at fault: nothing to recover.
     assert!(refused.recovery.is_none(), "{refused}");
-    assert_eq!(state(&mut app), before);
-    app.message(b"x").unwrap();
-    assert_eq!(state(&mut app), 2i64.to_le_bytes());
-    assert_eq!((app.stats().swaps, app.stats().refused), (0, 1));
+    assert_kept_after_refusal(&mut app, &before, 2);
 }
 
 /// An export that loops forever on the running side: the swap is refused after one
@@ -426,27 +409,17 @@ fn a_version_that_imports_but_cannot_export_is_refused() {
 #[test]
 fn cli_an_endless_export_is_refused_once_with_its_cause_once() {
     let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("control.sock");
-    let socket = socket.to_str().unwrap();
-    let endless = abi_module(&[(
-        "hotswap_export_state",
-        r#"(func (export "hotswap_export_state") (result i32) (loop $forever (br $forever)) (i32.const 0))"#,
-    )]);
-    let running = write_wat(dir.path(), "endless.wat", &endless);
+    let running = write_wat(dir.path(), "endless.wat", &abi_module(&[ENDLESS_EXPORT]));
     let next = write_wat(dir.path(), "next.wat", &abi_module(&[]));
-    let mut hotswap = Running::start(&[
-        "run",
-        running.to_str().unwrap(),
-        "--timeout",
-        "200",
-        "--control",
-        socket,
-    ]);
-    hotswap.log_until("control socket");
+    let running = running.to_str().unwrap();
+    let (mut hotswap, socket) = Running::controlled(running, &dir, &["--timeout", "200"]);
     hotswap.send("x");
     assert_eq!(reply_or_kill(&mut hotswap), "");
 
-    let output = run(&["reload", "--control", socket, next.to_str().unwrap()], "");
+    let output = run(
+        &["reload", "--control", &socket, next.to_str().unwrap()],
+        "",
+    );
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
     let answer = stderr(&output);
     assert!(answer.contains("refused"), "{answer}");
@@ -509,15 +482,10 @@ fn an_empty_refusal_reads_empty_and_a_long_one_is_cut() {
     let refused = app
         .swap(prepare_wat(&runtime, &refuses_with(b"")).unwrap())
         .unwrap_err();
-    assert!(
-        matches!(&refused.error, SwapError::Refused(m) if m == "(empty)"),
-        "{refused}"
-    );
-    assert!(
-        refused
-            .to_string()
-            .contains("the new version refused the state: (empty); still running"),
-        "{refused}"
+    assert_refused!(
+        refused,
+        SwapError::Refused(m) if m == "(empty)",
+        "the new version refused the state: (empty); still running"
     );
     // 60 000 bytes of refusal, from a module that fills them itself.
     let long = abi_module(&[(
@@ -601,15 +569,12 @@ fn assert_not_forged(lines: &[String]) {
 #[test]
 fn cli_a_refusal_never_forges_a_log_line() {
     let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("control.sock");
-    let socket = socket.to_str().unwrap();
     let running = write_wat(dir.path(), "running.wat", &abi_module(&[]));
     let refuser = write_wat(dir.path(), "fake.wat", &refuses_with(HOSTILE.as_bytes()));
-    let mut hotswap = Running::start(&["run", running.to_str().unwrap(), "--control", socket]);
-    hotswap.log_until("control socket");
+    let (mut hotswap, socket) = Running::controlled(running.to_str().unwrap(), &dir, &[]);
 
     let output = run(
-        &["reload", "--control", socket, refuser.to_str().unwrap()],
+        &["reload", "--control", &socket, refuser.to_str().unwrap()],
         "",
     );
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
@@ -698,70 +663,46 @@ const START_TRAPS: &str = "unreachable";
 const START_LOOPS: &str = "(loop $forever (br $forever))";
 const START_EXITS: &str = "(call $exit (i32.const 7))";
 
-/// The one line an instantiation failure reads as.
-fn one_line(error: &impl std::fmt::Display) -> String {
-    let text = error.to_string();
-    assert!(!text.contains('\n'), "{text}");
-    assert!(!text.contains("backtrace"), "{text}");
-    text
+/// Prepares [`with_start`]`(body)`, which must fail in its start function: the guest's error,
+/// and the one line the failure reads as.
+fn start_failure(runtime: &Runtime, body: &str) -> (CallError, String) {
+    let error = prepare_wat(runtime, &with_start(body)).err().unwrap();
+    let line = error.to_string();
+    assert!(!line.contains('\n'), "{line}");
+    assert!(!line.contains("backtrace"), "{line}");
+    let SwapError::Initialize {
+        step: "its start function",
+        error,
+    } = error
+    else {
+        panic!("{line}")
+    };
+    (error, line)
 }
 
 #[test]
 fn a_failing_start_section_is_one_line_naming_the_step() {
     let runtime = limited();
-    let error = prepare_wat(&runtime, &with_start(START_TRAPS))
-        .err()
-        .unwrap();
+    let (error, line) = start_failure(&runtime, START_TRAPS);
+    assert!(matches!(error, CallError::Trap(_)), "{line}");
     assert!(
-        matches!(
-            error,
-            SwapError::Initialize {
-                step: "its start function",
-                error: CallError::Trap(_)
-            }
-        ),
-        "{error}"
-    );
-    assert!(
-        one_line(&error).starts_with(
+        line.starts_with(
             "the module failed in its start function: guest trapped: wasm trap: wasm `unreachable` instruction executed"
         ),
-        "{error}"
+        "{line}"
     );
 
-    let error = prepare_wat(&runtime, &with_start(START_LOOPS))
-        .err()
-        .unwrap();
-    assert!(
-        matches!(
-            error,
-            SwapError::Initialize {
-                step: "its start function",
-                error: CallError::Timeout(_)
-            }
-        ),
-        "{error}"
-    );
+    let (error, line) = start_failure(&runtime, START_LOOPS);
+    assert!(matches!(error, CallError::Timeout(_)), "{line}");
     assert_eq!(
-        one_line(&error),
+        line,
         "the module failed in its start function: guest ran longer than the 200 ms call limit (--timeout) and was interrupted"
     );
 
-    let error = prepare_wat(&runtime, &with_start(START_EXITS))
-        .err()
-        .unwrap();
-    assert!(
-        matches!(
-            error,
-            SwapError::Initialize {
-                step: "its start function",
-                error: CallError::Exit(7)
-            }
-        ),
-        "{error}"
-    );
+    let (error, line) = start_failure(&runtime, START_EXITS);
+    assert!(matches!(error, CallError::Exit(7)), "{line}");
     assert_eq!(
-        one_line(&error),
+        line,
         "the module failed in its start function: guest exited with status 7 (WASI `proc_exit`)"
     );
 }

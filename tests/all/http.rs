@@ -7,29 +7,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// Starts `hotswap run MODULE --http 127.0.0.1:0` with a control socket; returns the host, the
-/// address it serves and the socket.
-fn serve(module: &str, dir: &tempfile::TempDir, extra: &[&str]) -> (Running, String, String) {
-    let socket = dir.path().join("control.sock").to_str().unwrap().to_owned();
-    let mut args = vec!["run", module, "--http", "127.0.0.1:0", "--control", &socket];
-    args.extend_from_slice(extra);
-    let host = Running::start(&args);
-    let line = host.log_until("serving HTTP on http://");
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .unwrap()
-        .split(' ')
-        .next()
-        .unwrap()
-        .to_owned();
-    (host, addr, socket)
-}
-
 #[test]
 fn serves_requests_on_one_kept_alive_connection() {
     let dir = tempfile::tempdir().unwrap();
-    let (host, addr, _) = serve(TODO_V1, &dir, &[]);
+    let (host, addr, _) = Running::serving(TODO_V1, &dir, &[]);
     let mut conn = Conn::open(&addr);
     assert_eq!(conn.request("POST", "/todos", "milk").unwrap().status, 201);
     assert_eq!(conn.request("POST", "/todos", "eggs").unwrap().status, 201);
@@ -43,7 +24,7 @@ fn serves_requests_on_one_kept_alive_connection() {
 #[test]
 fn oversized_bodies_get_413_and_guest_failures_500() {
     let dir = tempfile::tempdir().unwrap();
-    let (host, addr, _) = serve(TODO_V1, &dir, &["--max-body", "16"]);
+    let (host, addr, _) = Running::serving(TODO_V1, &dir, &["--max-body", "16"]);
     let mut conn = Conn::open(&addr);
     assert_eq!(conn.request("POST", "/todos", "short").unwrap().status, 201);
     assert_eq!(
@@ -71,7 +52,7 @@ fn oversized_bodies_get_413_and_guest_failures_500() {
 #[test]
 fn swaps_with_a_schema_change_keep_the_data() {
     let dir = tempfile::tempdir().unwrap();
-    let (host, addr, socket) = serve(TODO_V1, &dir, &[]);
+    let (host, addr, socket) = Running::serving(TODO_V1, &dir, &[]);
     let mut conn = Conn::open(&addr);
     conn.request("POST", "/todos", "milk").unwrap();
     let output = run(&["reload", "--control", &socket, TODO_V2], "");
@@ -121,7 +102,7 @@ fn zero_downtime_across_100_swaps_under_load() {
     const TIME_CAP: Duration = Duration::from_secs(120);
 
     let dir = tempfile::tempdir().unwrap();
-    let (host, addr, socket) = serve(TODO_V2, &dir, &[]);
+    let (host, addr, socket) = Running::serving(TODO_V2, &dir, &[]);
     let swaps = Arc::new(Swaps {
         acked: AtomicU64::new(0),
         in_flight: AtomicBool::new(false),

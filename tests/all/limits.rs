@@ -2,12 +2,13 @@
 //! keeps serving. (The limits are configuration, not timing assertions.)
 
 use crate::failures::{abi_module, prepare_wat, start_wat};
-use hotswap::{CallError, Config, Recovery, SwapError};
+use hotswap::{CallError, Config, Recovery, SwapError, SwapRefused};
 use hotswap_tests::*;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-fn limited() -> std::sync::Arc<hotswap::Runtime> {
+/// A runtime whose calls may run 200 ms, with 32 MiB of memory.
+pub fn limited() -> std::sync::Arc<hotswap::Runtime> {
     runtime_with(Config {
         call_timeout: Duration::from_millis(200),
         max_memory: 32 << 20,
@@ -20,6 +21,31 @@ const SPIN_ON_7: &str = r#"(func (export "hotswap_message") (param $len i32) (re
     (if (i32.eq (i32.load8_u (i32.const 1024)) (i32.const 7)) (then (loop $forever (br $forever))))
     (global.set $value (i64.add (global.get $value) (i64.const 1)))
     (call $out (i32.const 0) (i32.const 0) (i32.const 0)))"#;
+
+/// `abi_module`'s state export, replaced by one that never returns.
+pub const ENDLESS_EXPORT: (&str, &str) = (
+    "hotswap_export_state",
+    r#"(func (export "hotswap_export_state") (result i32) (loop $forever (br $forever)) (i32.const 0))"#,
+);
+
+/// A swap refused because the running version's export used up the `--timeout`: the export
+/// is not run again to move the state (events would wait twice as long), and the refusal names
+/// the call limit once.
+pub fn assert_export_used_up_the_timeout(refused: &SwapRefused) {
+    assert!(
+        matches!(refused.error, SwapError::Export(CallError::Timeout(_))),
+        "{refused}"
+    );
+    assert!(
+        matches!(refused.recovery, Some(Recovery::NoTimeLeft)),
+        "{refused}"
+    );
+    assert_eq!(
+        refused.to_string().matches("call limit").count(),
+        1,
+        "{refused}"
+    );
+}
 
 #[test]
 fn an_endless_event_is_interrupted_and_the_app_serves_on() {
@@ -49,31 +75,16 @@ fn an_endless_event_is_interrupted_and_the_app_serves_on() {
 #[test]
 fn an_endless_export_refuses_the_swap_and_the_old_version_serves_on() {
     let runtime = limited();
-    let wat = abi_module(&[
-        ("hotswap_message", SPIN_ON_7),
-        (
-            "hotswap_export_state",
-            r#"(func (export "hotswap_export_state") (result i32) (loop $forever (br $forever)) (i32.const 0))"#,
-        ),
-    ]);
+    let wat = abi_module(&[("hotswap_message", SPIN_ON_7), ENDLESS_EXPORT]);
     let mut app = start_wat(&runtime, &wat);
     app.message(&[1]).unwrap();
     let refused = app
         .swap(prepare_wat(&runtime, &abi_module(&[])).unwrap())
         .unwrap_err();
-    assert!(
-        matches!(refused.error, SwapError::Export(CallError::Timeout(_))),
-        "{refused}"
-    );
-    // The export used up the pause's --timeout: the host does not run it again to move the
-    // state (events would wait twice as long), and says so once.
-    assert!(
-        matches!(refused.recovery, Some(Recovery::NoTimeLeft)),
-        "{refused}"
-    );
+    // The export used up the pause's --timeout, and the host says so.
+    assert_export_used_up_the_timeout(&refused);
     let message = refused.to_string();
     assert!(message.contains("used up the --timeout"), "{message}");
-    assert_eq!(message.matches("call limit").count(), 1, "{message}");
     app.message(&[1]).unwrap();
     assert_eq!(app.stats().swaps, 0);
 }

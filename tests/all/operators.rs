@@ -2,19 +2,17 @@
 //! command as a child process, real sockets on 127.0.0.1, real files, FIFOs and symlinks, real
 //! signals and resource limits. Every wait is bounded by [`PATIENCE`]; no test asserts speed.
 
-use crate::cli::{Running, hotswap_bin, json, lines, stderr};
+use crate::cli::{PATIENCE, Running, app_copy, command, control_socket, json, rename_over, stderr};
 use hotswap_tests::*;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::process::{Command, ExitStatus, Output, Stdio};
+use std::process::{ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
-
-/// Guards against a hang, not a performance goal.
-const PATIENCE: Duration = Duration::from_secs(60);
+use tempfile::TempDir;
 
 /// A limit set on the host before it starts (resource limits: soft and hard).
 #[derive(Clone, Copy)]
@@ -32,12 +30,7 @@ enum Rlimit {
 /// Starts `hotswap` with its three standard streams piped and these resource limits.
 fn start(args: &[&str], rlimits: &[Rlimit]) -> Running {
     use std::os::unix::process::CommandExt as _;
-    let mut command = Command::new(hotswap_bin());
-    command
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    let mut command = command(args);
     let rlimits = rlimits.to_vec();
     // SAFETY: between fork and exec the closure only calls setrlimit and sched_setaffinity
     // (async-signal-safe) and allocates nothing.
@@ -67,41 +60,27 @@ fn start(args: &[&str], rlimits: &[Rlimit]) -> Running {
             Ok(())
         });
     }
-    let mut child = command.spawn().expect("start hotswap");
-    let stdout = lines(child.stdout.take().unwrap());
-    let stderr = lines(child.stderr.take().unwrap());
-    Running {
-        stdin: child.stdin.take(),
-        child,
-        stdout,
-        stderr,
-    }
+    Running::of(command.spawn().expect("start hotswap"))
 }
 
-/// Starts `hotswap run MODULE --http 127.0.0.1:0` with a control socket in `dir`; returns the
-/// host, the address it serves and the socket.
+/// [`Running::serving`] with these resource limits.
 fn serve(
     module: &str,
-    dir: &tempfile::TempDir,
+    dir: &TempDir,
     extra: &[&str],
     rlimits: &[Rlimit],
 ) -> (Running, String, String) {
-    let socket = control_socket(dir);
-    let mut args = vec!["run", module, "--http", "127.0.0.1:0", "--control", &socket];
-    args.extend_from_slice(extra);
-    let host = start(&args, rlimits);
-    let line = host.log_until("serving HTTP on http://");
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .and_then(|rest| rest.split(' ').next())
-        .unwrap()
-        .to_owned();
-    (host, addr, socket)
+    Running::serving_by(|args| start(args, rlimits), module, dir, extra)
 }
 
-fn control_socket(dir: &tempfile::TempDir) -> String {
-    dir.path().join("control.sock").to_str().unwrap().to_owned()
+/// [`Running::controlled`] with these resource limits.
+fn controlled(
+    module: &str,
+    dir: &TempDir,
+    extra: &[&str],
+    rlimits: &[Rlimit],
+) -> (Running, String) {
+    Running::controlled_by(|args| start(args, rlimits), module, dir, extra)
 }
 
 /// Runs a `hotswap` client command to its end with this stdin; panics if it takes longer than
@@ -112,13 +91,7 @@ fn client(args: &[&str], input: &[u8]) -> Output {
 
 /// [`client`] with its stdout sent to `stdout`.
 fn client_to(args: &[&str], input: &[u8], stdout: Stdio) -> Output {
-    let mut child = Command::new(hotswap_bin())
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(stdout)
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start hotswap");
+    let mut child = command(args).stdout(stdout).spawn().expect("start hotswap");
     let pid = child.id();
     let mut stdin = child.stdin.take().unwrap();
     let input = input.to_vec();
@@ -136,6 +109,11 @@ fn client_to(args: &[&str], input: &[u8], stdout: Stdio) -> Output {
             panic!("`hotswap {}` did not finish: killed", args.join(" "));
         }
     }
+}
+
+/// `hotswap COMMAND --control SOCKET --json`'s answer.
+fn control_json(command: &str, socket: &str) -> serde_json::Value {
+    json(&client(&[command, "--control", socket, "--json"], b""))
 }
 
 /// Waits for the host to exit; kills it and panics if it does not within [`PATIENCE`].
@@ -199,69 +177,16 @@ fn cpu_time(pid: u32) -> Duration {
     Duration::from_secs_f64(ticks as f64 / per_second as f64)
 }
 
-/// A TCP connection to the host that answers within [`PATIENCE`] or fails.
-fn connect(addr: &str) -> BufReader<TcpStream> {
-    let stream = TcpStream::connect(addr).expect("connect");
-    stream.set_nodelay(true).unwrap();
-    stream.set_read_timeout(Some(PATIENCE)).unwrap();
-    BufReader::new(stream)
-}
-
-/// Reads one response. `Ok(None)`: the connection ended before its first byte (the host closed
-/// it, or reset it); an error: it ended in the middle of a response, or the response is not
-/// HTTP.
-fn read_reply(reader: &mut BufReader<TcpStream>) -> std::io::Result<Option<Reply>> {
-    use std::io::ErrorKind::{ConnectionAborted, ConnectionReset};
-    match reader.fill_buf() {
-        Ok([]) => return Ok(None),
-        Err(e) if matches!(e.kind(), ConnectionReset | ConnectionAborted) => return Ok(None),
-        Err(e) => return Err(e),
-        Ok(_) => {}
-    }
-    let partial = |what: &str| std::io::Error::other(format!("a partial response: {what}"));
-    let mut line = String::new();
-    reader.read_line(&mut line)?;
-    let status = line
-        .strip_prefix("HTTP/1.1 ")
-        .and_then(|rest| rest.get(..3))
-        .and_then(|code| code.parse().ok())
-        .ok_or_else(|| partial(&format!("status line {line:?}")))?;
-    let mut headers = Vec::new();
-    loop {
-        line.clear();
-        if reader.read_line(&mut line)? == 0 {
-            return Err(partial("the header ends early"));
-        }
-        let header = line.trim_end();
-        if header.is_empty() {
-            break;
-        }
-        if let Some((name, value)) = header.split_once(':') {
-            headers.push((name.trim().to_lowercase(), value.trim().to_owned()));
-        }
-    }
-    let len: usize = headers
-        .iter()
-        .find(|(name, _)| name == "content-length")
-        .and_then(|(_, value)| value.parse().ok())
-        .ok_or_else(|| partial("no content-length"))?;
-    let mut body = vec![0; len];
-    reader.read_exact(&mut body)?;
-    let body = String::from_utf8_lossy(&body).into_owned();
-    Ok(Some(Reply {
-        status,
-        headers,
-        body,
-    }))
-}
-
-/// Sends a request with a body on a kept-alive connection.
-fn send_request(reader: &mut BufReader<TcpStream>, method: &str, path: &str, body: &str) {
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nhost: test\r\ncontent-length: {}\r\n\r\n{body}",
-        body.len()
+/// Checks that a host whose descriptors are exhausted does not spin: the CPU time it uses
+/// over 2 s is a spin check with a wide margin.
+fn assert_no_spin(pid: u32) {
+    let (cpu_before, started) = (cpu_time(pid), Instant::now());
+    std::thread::sleep(Duration::from_secs(2));
+    let (cpu, wall) = (cpu_time(pid) - cpu_before, started.elapsed());
+    assert!(
+        cpu < Duration::from_millis(500),
+        "the host used {cpu:?} of CPU in {wall:?} with its descriptors exhausted: a spin"
     );
-    reader.get_mut().write_all(request.as_bytes()).unwrap();
 }
 
 /// Whether the host closed the connection: reads until the end of the stream, feeding it
@@ -341,20 +266,13 @@ fn out_of_descriptors_the_accept_loops_back_off_and_resume() {
     assert!(line.contains("Too many open files"), "{line}");
     // A control client waits in the control socket's backlog too, while descriptors are out.
     let waiting_control = UnixStream::connect(&socket).unwrap();
-    let pid = host.child.id();
-    let (cpu_before, started) = (cpu_time(pid), Instant::now());
-    std::thread::sleep(Duration::from_secs(2));
-    let (cpu, wall) = (cpu_time(pid) - cpu_before, started.elapsed());
-    assert!(
-        cpu < Duration::from_millis(500),
-        "the host used {cpu:?} of CPU in {wall:?} with its descriptors exhausted: a spin"
-    );
+    assert_no_spin(host.child.id());
     drop(idle);
     drop(waiting_control);
     let mut conn = Conn::open(&addr);
     let reply = conn.request("POST", "/todos", "milk").unwrap();
     assert_eq!((reply.status, reply.body.as_str()), (201, "added #1\n"));
-    let status = json(&client(&["status", "--control", &socket, "--json"], b""));
+    let status = control_json("status", &socket);
     assert_eq!(status["status"]["events"], 1);
     host.kill();
 }
@@ -372,12 +290,7 @@ fn open_files(pid: u32) -> usize {
 fn out_of_descriptors_the_control_socket_backs_off_and_resumes() {
     const FILES: usize = 16;
     let dir = tempfile::tempdir().unwrap();
-    let socket = control_socket(&dir);
-    let host = start(
-        &["run", COUNTER_V1, "--control", &socket],
-        &[Rlimit::Files(FILES as u64)],
-    );
-    host.log_until("control socket");
+    let (host, socket) = controlled(COUNTER_V1, &dir, &[], &[Rlimit::Files(FILES as u64)]);
     let pid = host.child.id();
     // Fewer than 16 (the cap on control connections) take every descriptor; the rest wait in
     // the backlog.
@@ -392,15 +305,9 @@ fn out_of_descriptors_the_control_socket_backs_off_and_resumes() {
         );
         std::thread::sleep(Duration::from_millis(10));
     }
-    let (cpu_before, started) = (cpu_time(pid), Instant::now());
-    std::thread::sleep(Duration::from_secs(2));
-    let (cpu, wall) = (cpu_time(pid) - cpu_before, started.elapsed());
-    assert!(
-        cpu < Duration::from_millis(500),
-        "the host used {cpu:?} of CPU in {wall:?} with its descriptors exhausted: a spin"
-    );
+    assert_no_spin(pid);
     drop(idle);
-    let status = json(&client(&["status", "--control", &socket, "--json"], b""));
+    let status = control_json("status", &socket);
     assert_eq!(status["status"]["events"], 0);
     host.finish();
 }
@@ -418,12 +325,12 @@ fn the_default_connection_cap_keeps_descriptors_in_reserve() {
         line.starts_with("hotswap: HTTP: 32 connections open"),
         "{line}"
     );
-    let status = json(&client(&["status", "--control", &socket, "--json"], b""));
+    let status = control_json("status", &socket);
     assert_eq!(status["status"]["http_connections"], 32);
     drop(idle);
     let mut conn = Conn::open(&addr);
     assert_eq!(conn.request("POST", "/todos", "milk").unwrap().status, 201);
-    let status = json(&client(&["status", "--control", &socket, "--json"], b""));
+    let status = control_json("status", &socket);
     assert_eq!(status["status"]["events"], 1);
     let log = stop_and_read_log(host);
     assert!(
@@ -459,26 +366,25 @@ fn slow_and_idle_clients_are_timed_out() {
     let (host, addr, _) = serve(TODO_V2, &dir, &flags, &[]);
 
     // Slowloris: a header that never ends, one byte every 50 ms.
-    let mut slow = connect(&addr);
-    let stream = slow.get_mut();
+    let mut slow = Conn::open(&addr);
+    let stream = slow.stream();
     stream
         .write_all(b"GET /todos HTTP/1.1\r\nhost: test\r\nx-slow: ")
         .unwrap();
     wait_closed(stream, Some(b"a"));
 
     // Idle between two requests.
-    let mut idle = connect(&addr);
-    send_request(&mut idle, "POST", "/todos", "milk");
-    assert_eq!(read_reply(&mut idle).unwrap().unwrap().status, 201);
-    wait_closed(idle.get_mut(), None);
+    let mut idle = Conn::open(&addr);
+    assert_eq!(idle.request("POST", "/todos", "milk").unwrap().status, 201);
+    wait_closed(idle.stream(), None);
 
     // A chunked body that trickles on without end.
-    let mut chunked = connect(&addr);
+    let mut chunked = Conn::open(&addr);
     chunked
-        .get_mut()
+        .stream()
         .write_all(b"POST /todos HTTP/1.1\r\nhost: test\r\ntransfer-encoding: chunked\r\n\r\n")
         .unwrap();
-    let mut trickle = chunked.get_ref().try_clone().unwrap();
+    let mut trickle = chunked.stream().try_clone().unwrap();
     let answered = Arc::new(AtomicBool::new(false));
     let writer = {
         let answered = answered.clone();
@@ -492,18 +398,18 @@ fn slow_and_idle_clients_are_timed_out() {
             }
         })
     };
-    let reply = read_reply(&mut chunked).unwrap().expect("an answer");
+    let reply = chunked.reply().unwrap().expect("an answer");
     answered.store(true, Ordering::SeqCst);
     writer.join().unwrap();
     assert_eq!(reply.status, 408, "{}", reply.body);
 
     // A Content-Length with no body after it.
-    let mut short = connect(&addr);
+    let mut short = Conn::open(&addr);
     short
-        .get_mut()
+        .stream()
         .write_all(b"POST /todos HTTP/1.1\r\nhost: test\r\ncontent-length: 10\r\n\r\n")
         .unwrap();
-    let reply = read_reply(&mut short).unwrap().expect("an answer");
+    let reply = short.reply().unwrap().expect("an answer");
     assert_eq!(reply.status, 408, "{}", reply.body);
     assert_eq!(reply.body, "the request body did not arrive within 0.3 s");
 
@@ -522,11 +428,11 @@ fn slow_and_idle_clients_are_timed_out() {
 fn an_announced_body_over_the_limit_gets_413_before_it_is_sent() {
     let dir = tempfile::tempdir().unwrap();
     let (host, addr, _) = serve(TODO_V2, &dir, &[], &[]);
-    let mut huge = connect(&addr);
-    huge.get_mut()
+    let mut huge = Conn::open(&addr);
+    huge.stream()
         .write_all(b"POST /todos HTTP/1.1\r\nhost: test\r\ncontent-length: 10000000000\r\n\r\n")
         .unwrap();
-    let reply = read_reply(&mut huge).unwrap().expect("an answer");
+    let reply = huge.reply().unwrap().expect("an answer");
     assert_eq!(
         (reply.status, reply.body.as_str()),
         (413, "request body over the 1048576-byte limit")
@@ -542,9 +448,7 @@ fn an_announced_body_over_the_limit_gets_413_before_it_is_sent() {
 #[test]
 fn idle_control_connections_are_bounded() {
     let dir = tempfile::tempdir().unwrap();
-    let socket = control_socket(&dir);
-    let host = start(&["run", COUNTER_V1, "--control", &socket], &[]);
-    host.log_until("control socket");
+    let (host, socket) = Running::controlled(COUNTER_V1, &dir, &[]);
     let status = client(&["status", "--control", &socket], b"");
     assert!(status.status.success(), "{}", stderr(&status));
     let pid = host.child.id();
@@ -601,17 +505,16 @@ struct Load {
 /// Sends `POST /hit` on one kept-alive connection until the host closes it, counting
 /// `progress` up with each answer.
 fn keep_hitting(addr: &str, progress: Arc<AtomicU64>) -> Load {
-    let mut conn = connect(addr);
+    let mut conn = Conn::open(addr);
     let mut load = Load {
         answered: 0,
         problems: Vec::new(),
     };
     loop {
-        let request = b"POST /hit HTTP/1.1\r\nhost: test\r\ncontent-length: 0\r\n\r\n";
-        if conn.get_mut().write_all(request).is_err() {
+        if conn.send("POST", "/hit", "").is_err() {
             break;
         }
-        match read_reply(&mut conn) {
+        match conn.reply() {
             Ok(None) => break,
             Ok(Some(reply)) => {
                 load.answered += 1;
@@ -713,19 +616,13 @@ fn thread_named(pid: u32, name: &str) -> libc::pid_t {
 #[test]
 fn hotswap_stop_answers_before_the_host_exits() {
     let dir = tempfile::tempdir().unwrap();
-    let socket = control_socket(&dir);
-    let mut host = start(
-        &["run", COUNTER_V1, "--control", &socket],
-        &[Rlimit::OneCpu(first_cpu())],
-    );
-    host.log_until("control socket");
+    let (mut host, socket) = controlled(COUNTER_V1, &dir, &[], &[Rlimit::OneCpu(first_cpu())]);
     let control = thread_named(host.child.id(), "hotswap-control");
     let idle = libc::sched_param { sched_priority: 0 };
     // SAFETY: a system call on a thread of a process this test started, with a valid param.
     let set = unsafe { libc::sched_setscheduler(control, libc::SCHED_IDLE, &idle) };
     assert_eq!(set, 0, "{}", std::io::Error::last_os_error());
-    host.send("inc");
-    assert_eq!(host.reply(), "counter v1: value=5");
+    assert_eq!(host.ask("inc"), "counter v1: value=5");
     let output = client(&["stop", "--control", &socket], b"");
     assert!(output.status.success(), "{}", stderr(&output));
     assert_eq!(
@@ -743,10 +640,9 @@ fn a_second_signal_exits_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let long = ["--drain-timeout", "600000", "--body-timeout", "600000"];
     let (mut host, addr, socket) = serve(TODO_V2, &dir, &long, &[]);
-    let mut conn = connect(&addr);
-    send_request(&mut conn, "POST", "/hit", "");
-    assert_eq!(read_reply(&mut conn).unwrap().unwrap().status, 200);
-    conn.get_mut()
+    let mut conn = Conn::open(&addr);
+    assert_eq!(conn.request("POST", "/hit", "").unwrap().status, 200);
+    conn.stream()
         .write_all(b"POST /todos HTTP/1.1\r\nhost: test\r\ncontent-length: 10\r\n\r\n")
         .unwrap();
     // Not a speed assumption: the request only has to be read before the signal, and the test
@@ -770,11 +666,8 @@ fn a_second_signal_exits_at_once() {
 #[test]
 fn sigterm_without_http_exits_0_with_stdin_open() {
     let dir = tempfile::tempdir().unwrap();
-    let socket = control_socket(&dir);
-    let mut host = start(&["run", COUNTER_V1, "--control", &socket], &[]);
-    host.log_until("control socket");
-    host.send("inc");
-    assert_eq!(host.reply(), "counter v1: value=5");
+    let (mut host, socket) = Running::controlled(COUNTER_V1, &dir, &[]);
+    assert_eq!(host.ask("inc"), "counter v1: value=5");
     signal(host.child.id(), libc::SIGTERM);
     let status = exit_of(&mut host);
     assert_eq!(status.code(), Some(0), "{status}");
@@ -835,13 +728,8 @@ fn a_fifo_is_not_run() {
 #[test]
 fn a_reload_of_a_fifo_or_device_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let socket = control_socket(&dir);
     // The heap limit turns a build that reads /dev/zero to the end into a quick failure.
-    let mut host = start(
-        &["run", COUNTER_V1, "--control", &socket],
-        &[Rlimit::Data(1 << 30)],
-    );
-    host.log_until("control socket");
+    let (mut host, socket) = controlled(COUNTER_V1, &dir, &[], &[Rlimit::Data(1 << 30)]);
     let fifo = dir.path().join("v2.wasm");
     mkfifo(&fifo);
     for (module, refused) in [
@@ -866,8 +754,7 @@ fn a_reload_of_a_fifo_or_device_is_refused() {
         &output,
         "/dev/zero is a character device: a module must be a regular file or a pipe",
     );
-    host.send("inc");
-    assert_eq!(host.reply(), "counter v1: value=5");
+    assert_eq!(host.ask("inc"), "counter v1: value=5");
     host.finish();
 }
 
@@ -876,21 +763,16 @@ fn a_reload_of_a_fifo_or_device_is_refused() {
 #[test]
 fn a_fifo_in_place_of_the_watched_module_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let app = dir.path().join("app.wasm");
-    std::fs::copy(COUNTER_V1, &app).unwrap();
-    let mut host = start(&["run", app.to_str().unwrap(), "--watch"], &[]);
-    host.log_until("watching");
+    let app = app_copy(&dir, COUNTER_V1);
+    let mut host = Running::watching(&app, &[]);
     std::fs::remove_file(&app).unwrap();
     mkfifo(&app);
     let line = host.log_until("FIFO");
     assert!(line.contains(FIFO_REFUSED), "{line}");
     std::fs::remove_file(&app).unwrap();
-    let staged = dir.path().join("staged.wasm");
-    std::fs::copy(COUNTER_V2, &staged).unwrap();
-    std::fs::rename(&staged, &app).unwrap();
+    rename_over(&app, COUNTER_V2);
     host.log_until("swapped");
-    host.send("inc");
-    assert_eq!(host.reply(), "counter v2: value=1");
+    assert_eq!(host.ask("inc"), "counter v2: value=1");
     host.finish();
 }
 
@@ -910,19 +792,7 @@ fn a_module_over_the_size_limit_is_refused() {
     );
     assert_fails_with(&client(&["run", big, "--max-module-size", "1"], b""), &over);
 
-    let socket = control_socket(&dir);
-    let host = start(
-        &[
-            "run",
-            COUNTER_V1,
-            "--control",
-            &socket,
-            "--max-module-size",
-            "1",
-        ],
-        &[],
-    );
-    host.log_until("control socket");
+    let (host, socket) = Running::controlled(COUNTER_V1, &dir, &["--max-module-size", "1"]);
     assert_fails_with(&client(&["reload", "--control", &socket, big], b""), &over);
     host.finish();
 }
@@ -958,7 +828,7 @@ fn an_app_at_its_memory_limit_can_be_inspected_raised_and_swapped() {
     );
     let count =
         |state: &serde_json::Value| state["state"]["value"]["items"].as_array().map(Vec::len);
-    let state = json(&client(&["state", "--control", &socket, "--json"], b""));
+    let state = control_json("state", &socket);
     assert_eq!(count(&state), Some(acknowledged));
 
     let output = client(&["limits", "--control", &socket, "--max-memory", "64"], b"");
@@ -975,7 +845,7 @@ fn an_app_at_its_memory_limit_can_be_inspected_raised_and_swapped() {
     assert_eq!(version.body, "todo-v3");
     assert_eq!(conn.request("POST", "/todos", &todo).unwrap().status, 201);
     acknowledged += 1;
-    let state = json(&client(&["state", "--control", &socket, "--json"], b""));
+    let state = control_json("state", &socket);
     assert_eq!(count(&state), Some(acknowledged));
     host.kill();
 }
@@ -1009,10 +879,8 @@ fn a_configmap_update_is_swapped_in() {
     symlink("..2026_01_01_00_00_00.1", &root.join("..data"));
     symlink("..data/app.wasm", &root.join("app.wasm"));
     let app = root.join("app.wasm");
-    let mut host = start(&["run", app.to_str().unwrap(), "--watch"], &[]);
-    host.log_until("watching");
-    host.send("inc");
-    assert_eq!(host.reply(), "counter v1: value=5");
+    let mut host = Running::watching(&app, &[]);
+    assert_eq!(host.ask("inc"), "counter v1: value=5");
 
     let mut old = "..2026_01_01_00_00_00.1";
     for (stamp, module, reply) in [
@@ -1029,8 +897,7 @@ fn a_configmap_update_is_swapped_in() {
         old = stamp;
         let line = host.log_until("swapped");
         assert!(line.contains("app.wasm@"), "{line}");
-        host.send("inc");
-        assert_eq!(host.reply(), reply);
+        assert_eq!(host.ask("inc"), reply);
     }
     host.finish();
 }
@@ -1049,10 +916,8 @@ fn a_release_directory_switch_is_swapped_in() {
     release("1", COUNTER_V1);
     symlink("releases/1", &root.join("current"));
     let app = root.join("current").join("app.wasm");
-    let mut host = start(&["run", app.to_str().unwrap(), "--watch"], &[]);
-    host.log_until("watching");
-    host.send("inc");
-    assert_eq!(host.reply(), "counter v1: value=5");
+    let mut host = Running::watching(&app, &[]);
+    assert_eq!(host.ask("inc"), "counter v1: value=5");
     for (n, module, reply) in [
         ("2", COUNTER_V2, "counter v2: value=6"),
         ("3", COUNTER_V1, "counter v1: value=11"),
@@ -1060,8 +925,7 @@ fn a_release_directory_switch_is_swapped_in() {
         release(n, module);
         switch_symlink(root, "current", &format!("releases/{n}"));
         host.log_until("swapped");
-        host.send("inc");
-        assert_eq!(host.reply(), reply);
+        assert_eq!(host.ask("inc"), reply);
     }
     host.finish();
 }
@@ -1073,16 +937,14 @@ fn a_release_directory_switch_is_swapped_in() {
 #[test]
 fn status_shows_the_origin_and_the_watched_path_after_a_reload() {
     let dir = tempfile::tempdir().unwrap();
-    let app = dir.path().join("app.wasm");
-    std::fs::copy(COUNTER_V1, &app).unwrap();
-    let app = app.to_str().unwrap();
+    let app = app_copy(&dir, COUNTER_V1);
     let socket = control_socket(&dir);
-    let host = start(&["run", app, "--watch", "--control", &socket], &[]);
-    host.log_until("watching");
+    let host = Running::watching(&app, &["--control", &socket]);
+    let app = app.to_str().unwrap();
     let output = client(&["reload", "--control", &socket, COUNTER_V2], b"");
     assert!(output.status.success(), "{}", stderr(&output));
 
-    let status = json(&client(&["status", "--control", &socket, "--json"], b""));
+    let status = control_json("status", &socket);
     assert_eq!(status["status"]["module"], COUNTER_V2, "{status}");
     assert_eq!(status["status"]["watching"], app, "{status}");
     let output = client(&["status", "--control", &socket], b"");
@@ -1101,16 +963,13 @@ fn status_shows_the_origin_and_the_watched_path_after_a_reload() {
 #[test]
 fn a_reload_sends_what_the_client_reads_from_its_stdin() {
     let dir = tempfile::tempdir().unwrap();
-    let socket = control_socket(&dir);
-    let mut host = start(&["run", COUNTER_V1, "--control", &socket], &[]);
-    host.log_until("control socket");
+    let (mut host, socket) = Running::controlled(COUNTER_V1, &dir, &[]);
     let module = std::fs::read(COUNTER_V2).unwrap();
     let output = client(&["reload", "--control", &socket, "/dev/stdin"], &module);
     assert!(output.status.success(), "{}", stderr(&output));
     let line = String::from_utf8_lossy(&output.stdout);
     assert!(line.starts_with("swapped counter_v1.wasm@"), "{line}");
-    host.send("inc");
-    assert_eq!(host.reply(), "counter v2: value=1");
+    assert_eq!(host.ask("inc"), "counter v2: value=1");
     host.finish();
 }
 
@@ -1121,9 +980,7 @@ fn a_reload_sends_what_the_client_reads_from_its_stdin() {
 #[test]
 fn a_client_whose_reader_has_gone_exits_quietly() {
     let dir = tempfile::tempdir().unwrap();
-    let socket = control_socket(&dir);
-    let host = start(&["run", COUNTER_V1, "--control", &socket], &[]);
-    host.log_until("control socket");
+    let (host, socket) = Running::controlled(COUNTER_V1, &dir, &[]);
     for command in ["status", "state"] {
         let (reader, writer) = std::io::pipe().unwrap();
         drop(reader);

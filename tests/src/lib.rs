@@ -79,6 +79,7 @@ impl Reply {
 }
 
 impl Conn {
+    /// Connects to `addr`; each read waits at most 60 s (a guard against a hang).
     pub fn open(addr: &str) -> Self {
         let stream = TcpStream::connect(addr).expect("connect");
         stream.set_nodelay(true).unwrap();
@@ -90,25 +91,53 @@ impl Conn {
         }
     }
 
+    /// The connection itself, for raw writes and reads.
+    pub fn stream(&mut self) -> &mut TcpStream {
+        self.reader.get_mut()
+    }
+
+    /// Sends a request, and returns its response.
     pub fn request(&mut self, method: &str, path: &str, body: &str) -> std::io::Result<Reply> {
-        let stream = self.reader.get_mut();
-        write!(
-            stream,
+        self.send(method, path, body)?;
+        self.reply()?
+            .ok_or_else(|| std::io::Error::other("the connection closed before a response"))
+    }
+
+    /// Sends a request with a body.
+    pub fn send(&mut self, method: &str, path: &str, body: &str) -> std::io::Result<()> {
+        let request = format!(
             "{method} {path} HTTP/1.1\r\nhost: test\r\ncontent-length: {}\r\n\r\n{body}",
             body.len()
-        )?;
-        stream.flush()?;
+        );
+        self.stream().write_all(request.as_bytes())
+    }
+
+    /// Reads one response. `Ok(None)`: the connection ended before its first byte (the host
+    /// closed it, or reset it); an error: it ended in the middle of a response, or the response
+    /// is not HTTP.
+    pub fn reply(&mut self) -> std::io::Result<Option<Reply>> {
+        use std::io::ErrorKind::{ConnectionAborted, ConnectionReset};
+        let reader = &mut self.reader;
+        match reader.fill_buf() {
+            Ok([]) => return Ok(None),
+            Err(e) if matches!(e.kind(), ConnectionReset | ConnectionAborted) => return Ok(None),
+            Err(e) => return Err(e),
+            Ok(_) => {}
+        }
+        let partial = |what: &str| std::io::Error::other(format!("a partial response: {what}"));
         let mut line = String::new();
-        self.reader.read_line(&mut line)?;
+        reader.read_line(&mut line)?;
         let status = line
-            .split(' ')
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))?;
+            .strip_prefix("HTTP/1.1 ")
+            .and_then(|rest| rest.get(..3))
+            .and_then(|code| code.parse().ok())
+            .ok_or_else(|| partial(&format!("status line {line:?}")))?;
         let mut headers = Vec::new();
         loop {
             line.clear();
-            self.reader.read_line(&mut line)?;
+            if reader.read_line(&mut line)? == 0 {
+                return Err(partial("the header ends early"));
+            }
             let header = line.trim_end();
             if header.is_empty() {
                 break;
@@ -119,15 +148,17 @@ impl Conn {
         }
         let len: usize = headers
             .iter()
-            .find(|(n, _)| n == "content-length")
-            .map_or(0, |(_, v)| v.parse().unwrap_or(0));
+            .find(|(name, _)| name == "content-length")
+            .and_then(|(_, value)| value.parse().ok())
+            .ok_or_else(|| partial("no content-length"))?;
         let mut body = vec![0; len];
-        self.reader.read_exact(&mut body)?;
-        Ok(Reply {
+        reader.read_exact(&mut body)?;
+        let body = String::from_utf8_lossy(&body).into_owned();
+        Ok(Some(Reply {
             status,
             headers,
-            body: String::from_utf8_lossy(&body).into_owned(),
-        })
+            body,
+        }))
     }
 }
 

@@ -5,27 +5,22 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
 
-/// An `f32` equal to another with the same bits, NaN included.
-#[derive(Arbitrary, Clone, Copy, Debug, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct F32(pub f32);
+/// Floats equal to another with the same bits, NaN included.
+macro_rules! bitwise_floats {
+    ($($name:ident($float:ty)),*) => {$(
+        #[derive(Arbitrary, Clone, Copy, Debug, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub $float);
 
-impl PartialEq for F32 {
-    fn eq(&self, other: &Self) -> bool {
-        self.0.to_bits() == other.0.to_bits()
-    }
+        impl PartialEq for $name {
+            fn eq(&self, other: &Self) -> bool {
+                self.0.to_bits() == other.0.to_bits()
+            }
+        }
+    )*};
 }
 
-/// An `f64` equal to another with the same bits, NaN included.
-#[derive(Arbitrary, Clone, Copy, Debug, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct F64(pub f64);
-
-impl PartialEq for F64 {
-    fn eq(&self, other: &Self) -> bool {
-        self.0.to_bits() == other.0.to_bits()
-    }
-}
+bitwise_floats!(F32(f32), F64(f64));
 
 /// Bytes written as a MessagePack bin.
 #[derive(Arbitrary, Clone, Debug, PartialEq)]
