@@ -117,7 +117,7 @@ pub struct RunArgs {
     /// Deliver a tick event to the app every MS milliseconds.
     #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
     pub tick: Option<u64>,
-    /// Listen for `hotswap reload|status|state|limits|stop` on this Unix socket (created
+    /// Listen for `hotswap reload|status|state|snapshot|rollback|limits|stop` on this Unix socket (created
     /// owner-only; default: a per-process socket under $XDG_RUNTIME_DIR/hotswap or
     /// /tmp/hotswap-$UID). An existing file that is not a socket is never replaced.
     #[arg(long, value_name = "PATH")]

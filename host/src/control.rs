@@ -1,6 +1,6 @@
 //! The control channel: a Unix socket on which a running `hotswap run` takes requests, the
 //! server side that bounds and times out its connections, and the client side used by
-//! `hotswap reload|status|state|limits|stop`.
+//! `hotswap reload|status|state|snapshot|rollback|limits|stop`.
 //!
 //! Protocol: one request per connection. The client writes one JSON object on one line; for a
 //! reload with `"len"`, exactly that many bytes of module follow the line. The host answers with

@@ -138,7 +138,7 @@ fn bind_control(options: &RunOptions) -> anyhow::Result<(UnixListener, Arc<Socke
     let path = (options.control.clone()).unwrap_or_else(control::default_path);
     let (listener, socket) = control::bind(&path)?;
     log(format_args!(
-        "control socket: {} (hotswap reload|status|state|limits|stop --control PATH)",
+        "control socket: {} (hotswap reload|status|state|snapshot|rollback|limits|stop --control PATH)",
         path.display()
     ));
     Ok((listener, Arc::new(socket)))

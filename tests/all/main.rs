@@ -10,6 +10,7 @@ mod http;
 mod limits;
 mod memory;
 mod operators;
+mod persist;
 mod property;
 mod sdk;
 mod watch;

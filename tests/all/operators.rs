@@ -85,7 +85,7 @@ fn controlled(
 
 /// Runs a `hotswap` client command to its end with this stdin; panics if it takes longer than
 /// [`PATIENCE`] (it is killed then).
-fn client(args: &[&str], input: &[u8]) -> Output {
+pub(crate) fn client(args: &[&str], input: &[u8]) -> Output {
     client_to(args, input, Stdio::piped())
 }
 
@@ -112,12 +112,12 @@ fn client_to(args: &[&str], input: &[u8], stdout: Stdio) -> Output {
 }
 
 /// `hotswap COMMAND --control SOCKET --json`'s answer.
-fn control_json(command: &str, socket: &str) -> serde_json::Value {
+pub(crate) fn control_json(command: &str, socket: &str) -> serde_json::Value {
     json(&client(&[command, "--control", socket, "--json"], b""))
 }
 
 /// Waits for the host to exit; kills it and panics if it does not within [`PATIENCE`].
-fn exit_of(host: &mut Running) -> ExitStatus {
+pub(crate) fn exit_of(host: &mut Running) -> ExitStatus {
     let deadline = Instant::now() + PATIENCE;
     loop {
         if let Some(status) = host.child.try_wait().unwrap() {
@@ -148,7 +148,7 @@ fn first_cpu() -> usize {
     }
 }
 
-fn signal(pid: u32, signal: libc::c_int) {
+pub(crate) fn signal(pid: u32, signal: libc::c_int) {
     // SAFETY: kill(2) with a process id this test started.
     let sent = unsafe { libc::kill(pid as libc::pid_t, signal) };
     assert_eq!(sent, 0, "kill({pid}, {signal})");
