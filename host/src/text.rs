@@ -54,6 +54,14 @@ pub fn format_duration(d: Duration) -> String {
     }
 }
 
+/// `n` of `noun`, plural unless one: `1 event`, `2 events`.
+pub fn counted(n: impl Into<u64>, noun: &str) -> String {
+    match n.into() {
+        1 => format!("1 {noun}"),
+        n => format!("{n} {noun}s"),
+    }
+}
+
 /// A byte count in B, KiB or MiB.
 pub fn bytes(n: usize) -> String {
     match n {

@@ -316,12 +316,13 @@ fn a_torn_journal_tail_is_set_aside_and_the_events_before_it_replayed() {
         }
         host.kill();
         // The last record is the second `inc` of the second run: as if the host had died
-        // while writing it, before it answered.
+        // while writing it, before it answered. (The second run began with a snapshot of the
+        // first run's event.)
         damage(&listed(&dir, "journal").pop().unwrap());
         let started = keeping(COUNTER_V1, &dir, &["--durable"]);
         started.said("journal");
         let line = started.said("restored counter_v1.wasm");
-        assert!(line.contains("2 events"), "{line}");
+        assert!(line.contains("snapshot at record 1, 1 event and"), "{line}");
         let Started {
             mut host, socket, ..
         } = started;
@@ -463,4 +464,74 @@ fn a_graceful_stop_and_start_keeps_the_state_byte_for_byte() {
         String::from_utf8_lossy(&before.stdout)
     );
     stop(started.host, &started.socket);
+}
+
+#[test]
+fn a_state_dir_that_cannot_be_restored_refuses_the_start_and_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let Started { mut host, .. } = keeping(COUNTER_V1, &dir, &[]);
+    host.ask("inc");
+    host.finish();
+    let start = || {
+        run(
+            &["run", COUNTER_V1, "--state-dir", &state_dir(&dir)],
+            "get\n",
+        )
+    };
+
+    // Written by a newer host: nothing is touched.
+    let newest = listed(&dir, "snapshots").pop().unwrap();
+    let original = std::fs::read(&newest).unwrap();
+    let mut bytes = original.clone();
+    bytes[8..12].copy_from_slice(&2u32.to_le_bytes());
+    std::fs::write(&newest, &bytes).unwrap();
+    let before = files(Path::new(&state_dir(&dir)));
+    let output = start();
+    let log = stderr(&output);
+    assert!(!output.status.success(), "{log}");
+    assert!(log.contains("written by a newer hotswap"), "{log}");
+    assert_eq!(files(Path::new(&state_dir(&dir))), before);
+
+    // Every snapshot damaged: not a silent fresh start.
+    std::fs::write(&newest, &original).unwrap();
+    for snapshot in listed(&dir, "snapshots") {
+        cut(&snapshot, 5);
+    }
+    let output = start();
+    let log = stderr(&output);
+    assert!(!output.status.success(), "{log}");
+    assert!(log.contains("none of the 2 snapshots"), "{log}");
+    assert!(output.stdout.is_empty());
+    assert_eq!(listed(&dir, "quarantine").len(), 2);
+}
+
+#[test]
+fn runs_with_and_without_durable_on_one_state_dir_lose_nothing_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let Started { mut host, .. } = keeping(KV_V1, &dir, &["--durable"]);
+    for key in ["a", "b", "c"] {
+        assert_eq!(host.ask(&format!("set {key} 1")), "kv v1: ok");
+    }
+    host.kill();
+    // Without --durable the record numbers move on with nothing journaled; its graceful stop
+    // snapshots them.
+    let Started { mut host, .. } = keeping(KV_V1, &dir, &[]);
+    for key in ["d", "e"] {
+        assert_eq!(host.ask(&format!("set {key} 1")), "kv v1: ok");
+    }
+    host.finish();
+    let Started { mut host, .. } = keeping(KV_V1, &dir, &["--durable"]);
+    for key in ["f", "g"] {
+        assert_eq!(host.ask(&format!("set {key} 1")), "kv v1: ok");
+    }
+    host.kill();
+    let started = keeping(KV_V1, &dir, &["--durable"]);
+    let line = started.said("restored kv_v1.wasm");
+    assert!(line.contains("2 events"), "{line}");
+    let Started {
+        mut host, socket, ..
+    } = started;
+    assert_eq!(host.ask("count"), "kv v1: 7");
+    assert!(listed(&dir, "quarantine").is_empty());
+    stop(host, &socket);
 }

@@ -118,7 +118,7 @@ pub struct Synced {
     pub last_fsync: Duration,
     /// The longest one.
     pub max_fsync: Duration,
-    /// The last failure to write or sync (the host stops taking events then).
+    /// The first failure to write or sync: no reply is released after it.
     pub error: Option<String>,
 }
 
@@ -169,19 +169,28 @@ struct Segment {
 }
 
 impl Segment {
-    /// The newest segment, or a new one beginning at `next_seq`.
+    /// The newest segment if its last record is `next_seq - 1`; otherwise a new one beginning
+    /// at `next_seq` (a run without `--durable` moved the record numbers on, and its final
+    /// snapshot covers the gap: appending after the gap would make the whole segment unreadable
+    /// past it).
     fn open(dir: &StateDir, next_seq: u64) -> anyhow::Result<Segment> {
-        match segments(dir).pop() {
-            Some((_, path)) => {
-                let file = File::options()
-                    .append(true)
-                    .open(&path)
-                    .with_context(|| format!("cannot open {}", path.display()))?;
-                let len = file.metadata()?.len();
-                Ok(Segment { file, len })
-            }
-            None => Segment::create(dir, next_seq),
+        let Some((first, path)) = segments(dir).pop() else {
+            return Segment::create(dir, next_seq);
+        };
+        let bytes =
+            std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let mut records = Vec::new();
+        parse_segment(&bytes, None, &mut records);
+        let last = records.last().map_or(first.saturating_sub(1), |e| e.seq);
+        if last + 1 != next_seq {
+            return Segment::create(dir, next_seq);
         }
+        let file = File::options()
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        let len = file.metadata()?.len();
+        Ok(Segment { file, len })
     }
 
     fn create(dir: &StateDir, first_seq: u64) -> anyhow::Result<Segment> {
@@ -211,8 +220,13 @@ fn write_loop(
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         batch.extend(rx.try_iter().take(65_536));
-        let result = write_batch(&dir, &mut segment, &batch);
         let mut stats = synced.lock().unwrap_or_else(|e| e.into_inner());
+        if stats.error.is_some() {
+            // After a failed write the journal has a gap: a record written after it could not
+            // be replayed, so nothing more is acknowledged.
+            continue;
+        }
+        let result = write_batch(&dir, &mut segment, &batch);
         match result {
             Ok(took) => {
                 stats.records += batch.iter().filter(|(seq, ..)| *seq > 0).count() as u64;
@@ -223,7 +237,10 @@ fn write_loop(
             Err(e) => {
                 // Nothing in this batch is acknowledged: its replies are dropped, which tells
                 // each client that its request failed.
-                crate::text::log(format_args!("cannot write the journal: {e:#}"));
+                crate::text::log(format_args!(
+                    "cannot write the journal: {e:#}; no event is acknowledged from now on: stop \
+                     the host and start it again (what was acknowledged is on disk)"
+                ));
                 stats.error = Some(format!("{e:#}"));
                 continue;
             }
@@ -288,7 +305,9 @@ pub fn read_all(dir: &StateDir) -> anyhow::Result<Vec<Entry>> {
     for (at, (_, path)) in all.iter().enumerate() {
         let bytes =
             std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-        let (good, why) = parse_segment(&bytes, entries.last().map(|e| e.seq), &mut entries);
+        // A gap between segments is allowed (a run without `--durable` came between them):
+        // the restore checks that the records after its snapshot follow on.
+        let (good, why) = parse_segment(&bytes, None, &mut entries);
         if let Some(why) = why {
             set_aside_tail(dir, path, good, &why)?;
             for (_, later) in &all[at + 1..] {

@@ -260,10 +260,10 @@ impl Keeper {
             .spawn(move || drop(old));
         self.seq += 1;
         let message = format!(
-            "rolled back {from} → {}: the state from the swap at record {}, {} events replayed, in {}",
+            "rolled back {from} → {}: the state from the swap at record {}, {} replayed, in {}",
             app.module(),
             swap.seq,
-            swap.since.len(),
+            crate::text::counted(swap.since.len() as u64, "event"),
             format_duration(started.elapsed())
         );
         crate::text::log(format_args!("{message}"));
@@ -304,8 +304,9 @@ impl Keeper {
             })
         });
         let mut line = format!(
-            "state dir {}: {snapshots} snapshots",
-            self.dir.root().display()
+            "state dir {}: {}",
+            self.dir.root().display(),
+            crate::text::counted(snapshots as u64, "snapshot")
         );
         if let Some((seq, len, at)) = written.newest {
             line += &format!(

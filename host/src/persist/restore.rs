@@ -12,6 +12,8 @@ use crate::compile::ModuleHash;
 use crate::guest::tape::Read;
 use crate::runtime::Runtime;
 use anyhow::Context as _;
+use hotswap_abi::persist::{JOURNAL_MAGIC, JOURNAL_VERSION, SNAPSHOT_MAGIC, SNAPSHOT_VERSION};
+use std::io::Read as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -49,8 +51,9 @@ pub struct Restored {
 /// Brings the app back from `dir`: `None` if the directory holds no snapshot (a fresh start).
 pub fn restore(runtime: &Arc<Runtime>, dir: &StateDir) -> anyhow::Result<Option<Restored>> {
     let started = Instant::now();
+    refuse_newer_formats(dir)?;
     let entries = super::journal::read_all(dir)?;
-    let Some(base) = snapshot::newest_good(dir) else {
+    let Some(base) = snapshot::newest_good(dir)? else {
         if entries.is_empty() {
             return Ok(None);
         }
@@ -90,6 +93,32 @@ pub fn restore(runtime: &Arc<Runtime>, dir: &StateDir) -> anyhow::Result<Option<
         took,
         last_swap,
     }))
+}
+
+/// Refuses a directory that a newer host wrote to (a snapshot or journal format newer than
+/// this host reads), before anything in it is touched: such files are not damaged, and setting
+/// them aside would lose their state.
+fn refuse_newer_formats(dir: &StateDir) -> anyhow::Result<()> {
+    let snapshots = snapshot::list(dir)
+        .into_iter()
+        .map(|(_, path)| (path, SNAPSHOT_MAGIC, SNAPSHOT_VERSION));
+    let segments = super::journal::segments(dir)
+        .into_iter()
+        .map(|(_, path)| (path, JOURNAL_MAGIC, JOURNAL_VERSION));
+    for (path, magic, ours) in snapshots.chain(segments) {
+        let mut header = [0; 12];
+        let read = std::fs::File::open(&path).and_then(|mut f| f.read_exact(&mut header));
+        let version = u32::from_le_bytes(header[8..].try_into().expect("4 bytes"));
+        if read.is_ok() && header[..8] == magic && version > ours {
+            anyhow::bail!(
+                "{} is in format version {version}, written by a newer hotswap (this one reads \
+                 {ours}): run that version or a newer one on {}; nothing in it was changed",
+                path.display(),
+                dir.root().display()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// An app being brought forward through the journal.

@@ -101,15 +101,26 @@ pub fn read(path: &Path) -> Result<Snapshot, String> {
     Snapshot::decode(&bytes)
 }
 
-/// The newest snapshot that reads back whole; each one that does not is set aside.
-pub fn newest_good(dir: &StateDir) -> Option<Snapshot> {
-    for (_, path) in list(dir).into_iter().rev() {
-        match read(&path) {
-            Ok(snapshot) => return Some(snapshot),
-            Err(why) => dir.quarantine(&path, &format!("is not a good snapshot: {why}")),
+/// The newest snapshot that reads back whole; each one that does not is set aside. `None` when
+/// there is no snapshot at all; an error when there are some but none is good (a fresh start
+/// then would silently lose the state they held).
+pub fn newest_good(dir: &StateDir) -> anyhow::Result<Option<Snapshot>> {
+    let all = list(dir);
+    for (_, path) in all.iter().rev() {
+        match read(path) {
+            Ok(snapshot) => return Ok(Some(snapshot)),
+            Err(why) => dir.quarantine(path, &format!("is not a good snapshot: {why}")),
         }
     }
-    None
+    if all.is_empty() {
+        return Ok(None);
+    }
+    anyhow::bail!(
+        "none of the {} snapshots in {} is good (each is set aside in quarantine/): put one \
+         back to restore from it, or move the directory away to start fresh",
+        all.len(),
+        dir.root().display()
+    )
 }
 
 /// Writes a snapshot durably (temporary file, `fsync`, rename, directory `fsync`), streaming

@@ -10,7 +10,7 @@ use crate::app::App;
 use crate::compile::{ModuleHash, display_name, read_module};
 use crate::persist::journal::Release;
 use crate::runtime::Runtime;
-use crate::text::{format_duration, log};
+use crate::text::{counted, format_duration, log};
 use anyhow::Context as _;
 use std::path::Path;
 use std::sync::Arc;
@@ -86,9 +86,11 @@ fn resumed(
         last_swap,
     } = restored;
     log(format_args!(
-        "restored {} from {}: snapshot at record {snapshot_seq}, {replayed} events and {swaps} swaps replayed{}, in {}",
+        "restored {} from {}: snapshot at record {snapshot_seq}, {} and {} replayed{}, in {}",
         app.module(),
         dir.root().display(),
+        counted(replayed, "event"),
+        counted(swaps, "swap"),
         match diverged {
             0 => String::new(),
             n => format!(" ({n} read other clock or random values than recorded)"),
@@ -96,7 +98,12 @@ fn resumed(
         format_duration(took)
     ));
     if app.module().hash == ModuleHash::of(module) {
-        return Ok((app, Keeper::start(dir.clone(), options, seq, last_swap)?));
+        let mut keeper = Keeper::start(dir.clone(), options, seq, last_swap)?;
+        if replayed > 0 {
+            // The next restore starts here instead of replaying the same events again.
+            let _ = keeper.snapshot(&mut app, None);
+        }
+        return Ok((app, keeper));
     }
     let from = (app.module().hash, app.state_version());
     if options.durable {
