@@ -166,6 +166,18 @@ impl Conn {
 /// `hotswap`) and returns it with the address it serves on. Its log is read and dropped, so the
 /// host never blocks on a full pipe.
 pub fn serve_http(hotswap: &str, module: &str, socket: &Path, extra: &[&str]) -> (Child, String) {
+    let (host, addr, _log) = serve_http_logged(hotswap, module, socket, extra);
+    (host, addr)
+}
+
+/// As [`serve_http`], and also returns the host's log lines before it served (what it
+/// restored from a state directory, for one).
+pub fn serve_http_logged(
+    hotswap: &str,
+    module: &str,
+    socket: &Path,
+    extra: &[&str],
+) -> (Child, String, Vec<String>) {
     let mut host = Command::new(hotswap)
         .args(["run", module, "--http", "127.0.0.1:0", "--control"])
         .arg(socket)
@@ -176,15 +188,17 @@ pub fn serve_http(hotswap: &str, module: &str, socket: &Path, extra: &[&str]) ->
         .spawn()
         .expect("start hotswap");
     let mut log = BufReader::new(host.stderr.take().expect("piped")).lines();
+    let mut before = Vec::new();
     let addr = loop {
         let line = log
             .next()
-            .expect("hotswap exited before serving")
+            .unwrap_or_else(|| panic!("hotswap exited before serving: {before:#?}"))
             .expect("read the log");
         if let Some(rest) = line.split("serving HTTP on http://").nth(1) {
             break rest.split(' ').next().unwrap_or_default().to_owned();
         }
+        before.push(line);
     };
     std::thread::spawn(move || log.for_each(drop));
-    (host, addr)
+    (host, addr, before)
 }
