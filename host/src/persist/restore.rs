@@ -107,7 +107,12 @@ fn refuse_newer_formats(dir: &StateDir) -> anyhow::Result<()> {
         .map(|(_, path)| (path, JOURNAL_MAGIC, JOURNAL_VERSION));
     for (path, magic, ours) in snapshots.chain(segments) {
         let mut header = [0; 12];
-        let read = std::fs::File::open(&path).and_then(|mut f| f.read_exact(&mut header));
+        // Only regular files: opening a FIFO would block.
+        let regular = std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_file());
+        let read = match regular {
+            true => std::fs::File::open(&path).and_then(|mut f| f.read_exact(&mut header)),
+            false => Err(std::io::ErrorKind::InvalidInput.into()),
+        };
         let version = u32::from_le_bytes(header[8..].try_into().expect("4 bytes"));
         if read.is_ok() && header[..8] == magic && version > ours {
             anyhow::bail!(

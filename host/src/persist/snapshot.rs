@@ -97,7 +97,7 @@ pub fn list(dir: &StateDir) -> Vec<(u64, PathBuf)> {
 
 /// Reads and checks one snapshot file.
 pub fn read(path: &Path) -> Result<Snapshot, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot be read: {e}"))?;
+    let bytes = super::read_file(path, super::MAX_FILE).map_err(|e| format!("{e}"))?;
     Snapshot::decode(&bytes)
 }
 
