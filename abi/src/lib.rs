@@ -359,13 +359,13 @@ pub mod http {
 /// from 1. A snapshot at sequence number `s` holds the state after record `s`; the directory
 /// always has one, at 0 for a fresh start, written before the first event is taken.
 ///
-/// # Snapshot (format version [`SNAPSHOT_VERSION`])
+/// # Snapshot (format version [`SNAPSHOT_VERSION`](persist::SNAPSHOT_VERSION))
 ///
 /// All integers little-endian:
 ///
 /// | bytes | field |
 /// |---|---|
-/// | 8 | [`SNAPSHOT_MAGIC`] |
+/// | 8 | [`SNAPSHOT_MAGIC`](persist::SNAPSHOT_MAGIC) |
 /// | 4 | format version |
 /// | 4 | state version of the module that exported the state |
 /// | 8 | sequence number |
@@ -374,9 +374,9 @@ pub mod http {
 /// | `n` | the state, as `hotswap_export_state` produced it |
 /// | 4 | CRC-32 (IEEE) of every byte before it |
 ///
-/// # Journal segment (format version [`JOURNAL_VERSION`])
+/// # Journal segment (format version [`JOURNAL_VERSION`](persist::JOURNAL_VERSION))
 ///
-/// [`JOURNAL_MAGIC`], the format version (4 bytes), then records, each `length: u32`,
+/// [`JOURNAL_MAGIC`](persist::JOURNAL_MAGIC), the format version (4 bytes), then records, each `length: u32`,
 /// `crc: u32` (CRC-32 of the body), `body`. The body is one MessagePack map (named fields, as
 /// `rmp-serde` writes them) `{seq, record}`, where `record` is one of:
 ///
