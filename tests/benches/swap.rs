@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The columns of the pause tables: the first two phases happen before the pause.
-const PAUSE_HEADER: &str = "| swap | state | runs | instantiate | reserve + warm | export | copy | import | **pause** |\n|---|---|---|---|---|---|---|---|---|";
+const PAUSE_HEADER: &str = "| swap | state | runs | instantiate | reserve + warm | export | copy | import | verify | **pause** |\n|---|---|---|---|---|---|---|---|---|---|";
 
 /// The two kinds of swap measured, from kv v1.
 const SWAPS: [(&str, &str); 2] = [
@@ -40,7 +40,7 @@ fn main() {
     println!();
     dispatch(&runtime, quick);
     println!();
-    println!("## Swap pause by state size (medians; pause = export + copy + import)");
+    println!("## Swap pause by state size (medians; pause = export + copy + import + verify)");
     println!();
     println!("{PAUSE_HEADER}");
     let sizes: &[(&str, usize, usize)] = if quick {
@@ -238,12 +238,13 @@ fn swap_pause(
         Running::SwappedIn => format!("{kind}, later swap"),
     };
     println!(
-        "| {kind} | {label} ({state_len} B, {records} records) | {runs} | {} | {} | {} | {} | {} | **{}** |",
+        "| {kind} | {label} ({state_len} B, {records} records) | {runs} | {} | {} | {} | {} | {} | {} | **{}** |",
         format_duration(median(instantiate)),
         format_duration(median(warm)),
         pick(|p| p.export),
         pick(|p| p.copy),
         pick(|p| p.import),
+        pick(|p| p.verify),
         pick(|p| p.pause),
     );
 }

@@ -187,10 +187,10 @@ impl Segment {
             return Segment::create(dir, next_seq);
         };
         let bytes = super::read_file(&path, super::MAX_FILE)?;
-        let mut records = Vec::new();
-        let (good, why) = parse_segment(&bytes, None, &mut records);
-        let last = records.last().map_or(first.saturating_sub(1), |e| e.seq);
-        if last + 1 != next_seq || why.is_some() {
+        let Some((good, last)) = segment_end(&bytes) else {
+            return Segment::create(dir, next_seq);
+        };
+        if last.unwrap_or(first.saturating_sub(1)) + 1 != next_seq {
             return Segment::create(dir, next_seq);
         }
         let file = File::options()
@@ -366,24 +366,12 @@ fn parse_segment(
         );
     }
     let mut at = SEGMENT_HEADER;
-    while at < bytes.len() {
-        if bytes[at..].iter().all(|&b| b == 0) {
-            // The zeros a segment grows by: the records end here.
-            return (at, None);
-        }
-        let Some(frame) = bytes.get(at..at + 8) else {
-            return (at, Some("ends in a torn record".into()));
+    loop {
+        let (body, next) = match next_frame(bytes, at) {
+            Ok(Some(frame)) => frame,
+            Ok(None) => return (at, None),
+            Err(why) => return (at, Some(why.into())),
         };
-        let len = u32::from_le_bytes(frame[..4].try_into().expect("4 bytes")) as usize;
-        let Some(body) = bytes.get(at + 8..at + 8 + len) else {
-            return (at, Some("ends in a torn record".into()));
-        };
-        if crc32fast::hash(body).to_le_bytes() != frame[4..8] {
-            return (
-                at,
-                Some("has a record whose checksum does not match".into()),
-            );
-        }
         let entry: Entry = match hotswap_msgpack::from_slice(body) {
             Ok(entry) => entry,
             Err(e) => return (at, Some(format!("has a record that does not decode: {e}"))),
@@ -400,9 +388,45 @@ fn parse_segment(
         }
         last = Some(entry.seq);
         entries.push(entry);
-        at += 8 + len;
+        at = next;
     }
-    (at, None)
+}
+
+/// The record framed at `at`: its body and where the next one begins; `None` at the end (the
+/// end of the file, or the zeros a segment grows by).
+fn next_frame(bytes: &[u8], at: usize) -> Result<Option<(&[u8], usize)>, &'static str> {
+    if bytes[at..].iter().all(|&b| b == 0) {
+        return Ok(None);
+    }
+    let frame = bytes.get(at..at + 8).ok_or("ends in a torn record")?;
+    let len = u32::from_le_bytes(frame[..4].try_into().expect("4 bytes")) as usize;
+    let body = bytes
+        .get(at + 8..at + 8 + len)
+        .ok_or("ends in a torn record")?;
+    if crc32fast::hash(body).to_le_bytes() != frame[4..8] {
+        return Err("has a record whose checksum does not match");
+    }
+    Ok(Some((body, at + 8 + len)))
+}
+
+/// Where a segment's records end and the last one's sequence number, without decoding the
+/// others; `None` if the segment is not whole (a restore sets such a segment aside first).
+fn segment_end(bytes: &[u8]) -> Option<(usize, Option<u64>)> {
+    if bytes.len() < SEGMENT_HEADER
+        || bytes[..8] != JOURNAL_MAGIC
+        || bytes[8..12] != JOURNAL_VERSION.to_le_bytes()
+    {
+        return None;
+    }
+    let (mut at, mut last) = (SEGMENT_HEADER, None);
+    while let Some((body, next)) = next_frame(bytes, at).ok()? {
+        (at, last) = (next, Some(body));
+    }
+    let seq = match last {
+        Some(body) => Some(hotswap_msgpack::from_slice::<Entry>(body).ok()?.seq),
+        None => None,
+    };
+    Some((at, seq))
 }
 
 /// Copies a segment into `quarantine/` and cuts it back to its first `good` bytes.
