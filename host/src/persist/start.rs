@@ -114,8 +114,9 @@ fn resumed(
         .with_context(|| format!("cannot load {name}"))?;
     let report = app.swap(prepared).map_err(|refused| {
         anyhow::anyhow!(
-            "{name} cannot take the restored state ({refused}); {} is left as it was: start with a \
+            "{name} cannot take the restored state: {}; {} is left as it was: start with a \
              module that can take it (the last one run is kept as {})",
+            refused.error,
             dir.root().display(),
             dir.module_path(&from.0).display()
         )
