@@ -185,7 +185,7 @@ fn parse_every(arg: &str) -> Result<Every, String> {
         "" => Every::Events(n),
         "ms" => Every::Time(Duration::from_millis(n)),
         "s" => Every::Time(Duration::from_secs(n)),
-        "m" => Every::Time(Duration::from_secs(n * 60)),
+        "m" => Every::Time(Duration::from_secs(n.saturating_mul(60))),
         unit => return Err(format!("unknown unit {unit:?}: use ms, s or m")),
     };
     match every {

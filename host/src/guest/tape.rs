@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
+use std::thread::ThreadId;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// One value a guest read.
@@ -35,18 +36,43 @@ enum Mode {
     },
 }
 
-/// The tape every instance of a runtime reads its clocks and random bytes through.
+/// The tape every instance of a runtime reads its clocks and random bytes through. Only the
+/// thread that started recording or replaying uses it: guest code run meanwhile on another
+/// thread (a new version being instantiated and warmed in the background) reads the real
+/// sources, so it can neither slip values into an event's record nor take them from a replay.
 #[derive(Default)]
-pub struct Tape(Mutex<Mode>);
+pub struct Tape(Mutex<(Mode, Option<ThreadId>)>);
+
+/// The tape's mode, as seen from the thread that locked it.
+struct Guard<'a>(std::sync::MutexGuard<'a, (Mode, Option<ThreadId>)>);
+
+impl std::ops::Deref for Guard<'_> {
+    type Target = Mode;
+    fn deref(&self) -> &Mode {
+        &self.0.0
+    }
+}
+
+impl std::ops::DerefMut for Guard<'_> {
+    fn deref_mut(&mut self) -> &mut Mode {
+        &mut self.0.0
+    }
+}
 
 impl Tape {
-    fn mode(&self) -> std::sync::MutexGuard<'_, Mode> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    fn mode(&self) -> Guard<'_> {
+        Guard(self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Switches to `mode`, owned by the calling thread.
+    fn set(&self, mode: Mode) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) =
+            (mode, Some(std::thread::current().id()));
     }
 
     /// From now on, keep what is read.
     pub fn record(&self) {
-        *self.mode() = Mode::Record(Vec::new());
+        self.set(Mode::Record(Vec::new()));
     }
 
     /// What was read since [`Tape::record`]; the tape goes back to live.
@@ -59,10 +85,10 @@ impl Tape {
 
     /// From now on, give back `reads`, in order.
     pub fn replay(&self, reads: Vec<Read>) {
-        *self.mode() = Mode::Replay {
+        self.set(Mode::Replay {
             reads: reads.into(),
             diverged: false,
-        };
+        });
     }
 
     /// Ends a replay; whether the guest read exactly what was recorded.
@@ -75,13 +101,17 @@ impl Tape {
 
     /// Whether events are being replayed (then a guest's sleep returns at once).
     pub(crate) fn replaying(&self) -> bool {
-        matches!(*self.mode(), Mode::Replay { .. })
+        let guard = self.mode();
+        guard.0.1 == Some(std::thread::current().id()) && matches!(*guard, Mode::Replay { .. })
     }
 
     /// A value from the tape when replaying (if it is the kind asked for), else `live()`,
     /// recorded when recording.
     fn read(&self, pick: impl Fn(&Read) -> bool, live: impl FnOnce() -> Read) -> Read {
         let mut mode = self.mode();
+        if mode.0.1 != Some(std::thread::current().id()) {
+            return live();
+        }
         match &mut *mode {
             Mode::Live => live(),
             Mode::Record(reads) => {

@@ -21,6 +21,9 @@ use std::time::{Duration, Instant};
 /// A segment is closed and a new one begun past this size.
 const SEGMENT_BYTES: u64 = 64 << 20;
 
+/// The most bytes of records one group commit writes (more wait for the next).
+const BATCH_BYTES: usize = 16 << 20;
+
 /// The bytes before a segment's first record: magic and format version.
 const SEGMENT_HEADER: usize = 12;
 
@@ -183,7 +186,16 @@ impl Segment {
     /// snapshot covers the gap: appending after the gap would make the whole segment unreadable
     /// past it).
     fn open(dir: &StateDir, next_seq: u64) -> anyhow::Result<Segment> {
-        let Some((first, path)) = segments(dir).pop() else {
+        let mut all = segments(dir);
+        while let Some((first, path)) = all.pop_if(|(first, _)| *first > next_seq) {
+            // Records the state does not include (an empty segment a restore went past):
+            // appending before them would put the journal out of order.
+            dir.quarantine(
+                &path,
+                &format!("begins at record {first}, after the state's {next_seq}"),
+            );
+        }
+        let Some((first, path)) = all.pop() else {
             return Segment::create(dir, next_seq);
         };
         let bytes = super::read_file(&path, super::MAX_FILE)?;
@@ -246,8 +258,15 @@ fn write_loop(
     synced: Arc<Mutex<Synced>>,
 ) {
     while let Ok(first) = rx.recv() {
+        let mut bytes = first.1.len();
         let mut batch = vec![first];
-        batch.extend(rx.try_iter().take(65_536));
+        // Bounded, so that a segment never grows far past `SEGMENT_BYTES`.
+        while bytes < BATCH_BYTES
+            && let Ok(next) = rx.try_recv()
+        {
+            bytes += next.1.len();
+            batch.push(next);
+        }
         let mut stats = synced.lock().unwrap_or_else(|e| e.into_inner());
         if stats.error.is_some() {
             // After a failed write the journal has a gap: a record written after it could not
@@ -337,6 +356,18 @@ pub fn read_all(dir: &StateDir) -> anyhow::Result<Vec<Entry>> {
         // the restore checks that the records after its snapshot follow on.
         let (good, why) = parse_segment(&bytes, None, &mut entries);
         if let Some(why) = why {
+            let newer = all.len() - at - 1;
+            if newer > 0 {
+                // A crash cuts short only the segment being written, the newest.
+                anyhow::bail!(
+                    "journal segment {} {why}, and {newer} newer segment(s) follow it: that is \
+                     damage, not a write cut short by a crash, and cutting the journal there \
+                     would drop the records after it. Nothing was changed; to restore without \
+                     them, move that segment and the newer ones out of {}",
+                    path.display(),
+                    dir.sub("journal").display()
+                );
+            }
             set_aside_tail(dir, path, good, &why)?;
             for (_, later) in &all[at + 1..] {
                 dir.quarantine(later, "follows a torn journal segment");
@@ -441,8 +472,10 @@ fn set_aside_tail(
         .unwrap_or_default()
         .to_string_lossy()
         .into_owned();
-    let copy = dir.sub("quarantine").join(format!("{name}.torn"));
+    let copy = super::unused(&dir.sub("quarantine"), &format!("{name}.torn"));
     std::fs::copy(path, &copy).with_context(|| format!("cannot set {} aside", path.display()))?;
+    File::open(&copy)?.sync_all()?;
+    super::sync_dir(&dir.sub("quarantine"))?;
     crate::text::log(format_args!(
         "journal {} {why}; a copy is at {}, and the journal ends at its last good record",
         path.display(),

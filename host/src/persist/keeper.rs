@@ -4,7 +4,7 @@
 
 use super::StateDir;
 use super::journal::{Entry, JournalWriter, Record, Release};
-use super::restore::{LastSwap, roll_back};
+use super::restore::{LastSwap, inputs_between, roll_back};
 use super::snapshot::{self, Job, Snapshot, Written};
 use crate::actor::Input;
 use crate::app::App;
@@ -105,9 +105,6 @@ impl Keeper {
         match &self.journal {
             Some(journal) => {
                 let reads = app.runtime().tape().take();
-                if let Some(swap) = &mut self.last_swap {
-                    swap.since.push((input.clone(), reads.clone()));
-                }
                 let entry = Entry {
                     seq: self.seq,
                     record: Record::Input { input, reads },
@@ -133,6 +130,29 @@ impl Keeper {
     pub fn swapped(&mut self, app: &mut App, from: (ModuleHash, u32), release: Release) {
         let to = app.module().hash;
         let kept = app.take_swapped_state();
+        if let (Some(journal), None) = (&self.journal, &kept) {
+            // No state kept from the old version (it should have been): journal the swap all
+            // the same, so the records stay contiguous, and snapshot the new version's state
+            // after it. A rollback of this swap then has no snapshot and is refused.
+            crate::text::log(format_args!(
+                "the state the old version exported was not kept: this swap cannot be rolled back"
+            ));
+            self.seq += 1;
+            let record = Record::Swap {
+                from: format!("{:?}", from.0),
+                to: format!("{to:?}"),
+            };
+            journal.append(
+                &Entry {
+                    seq: self.seq,
+                    record,
+                },
+                release,
+            );
+            self.last_swap = None;
+            let _ = self.snapshot(app, None);
+            return;
+        }
         if let (Some(journal), Some(state)) = (&self.journal, kept) {
             let (module, state_version) = from;
             let snapshot = Snapshot {
@@ -161,7 +181,6 @@ impl Keeper {
             self.last_swap = Some(LastSwap {
                 seq: self.seq,
                 from: module,
-                since: Vec::new(),
             });
             return;
         }
@@ -248,11 +267,19 @@ impl Keeper {
         let Some(journal) = &self.journal else {
             return Err("a rollback replays the journal since the last swap, and this host keeps none: run it with --state-dir and --durable".into());
         };
-        let Some(swap) = self.last_swap.clone() else {
+        let Some(swap) = self.last_swap else {
             return Err("the journal holds no swap to roll back (since the last start, restore or rollback)".into());
         };
         let started = Instant::now();
-        let rolled = roll_back(app.runtime(), &self.dir, &swap).map_err(|e| format!("{e:#}"))?;
+        // Everything journaled so far is on disk once this returns, and nothing more is
+        // appended until the rollback is: the journal can be read back whole.
+        journal.sync();
+        let entries = super::journal::read_all(&self.dir).map_err(|e| format!("{e:#}"))?;
+        let replayed = inputs_between(&entries, swap.seq, self.seq + 1).count() as u64;
+        let since = inputs_between(&entries, swap.seq, self.seq + 1);
+        let mut rolled =
+            roll_back(app.runtime(), &self.dir, &swap, since).map_err(|e| format!("{e:#}"))?;
+        rolled.keep_swapped_states();
         let from = app.module().to_string();
         let old = std::mem::replace(app, rolled);
         let _ = std::thread::Builder::new()
@@ -263,7 +290,7 @@ impl Keeper {
             "rolled back {from} → {}: the state from the swap at record {}, {} replayed, in {}",
             app.module(),
             swap.seq,
-            crate::text::counted(swap.since.len() as u64, "event"),
+            crate::text::counted(replayed, "event"),
             format_duration(started.elapsed())
         );
         crate::text::log(format_args!("{message}"));

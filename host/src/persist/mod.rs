@@ -20,6 +20,7 @@ use crate::compile::ModuleHash;
 use anyhow::Context as _;
 use std::fs::File;
 use std::io::Write as _;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::os::unix::io::AsRawFd as _;
 use std::path::{Path, PathBuf};
 
@@ -52,6 +53,8 @@ impl StateDir {
             .create(true)
             .truncate(false)
             .write(true)
+            // A FIFO or a symlink put there is refused, not waited on or followed.
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
             .open(&lock_path)
             .with_context(|| format!("cannot open {}", lock_path.display()))?;
         // SAFETY: flock on a descriptor this function owns.
@@ -98,9 +101,10 @@ impl StateDir {
     /// The name a kept module had (its hash when that is not known).
     pub fn module_name(&self, hash: &ModuleHash) -> String {
         let path = self.module_path(hash).with_extension("name");
-        std::fs::read_to_string(path)
+        read_file(&path, 255)
             .ok()
-            .filter(|name| !name.is_empty() && name.len() < 256 && !name.contains(['/', '\n']))
+            .and_then(|bytes| String::from_utf8(bytes).ok())
+            .filter(|name| !name.is_empty() && !name.contains(['/', '\n']))
             .unwrap_or_else(|| format!("{hash}.wasm"))
     }
 
@@ -127,7 +131,7 @@ impl StateDir {
         let stamp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis());
-        let to = self.sub("quarantine").join(format!("{name}.{stamp}"));
+        let to = unused(&self.sub("quarantine"), &format!("{name}.{stamp}"));
         match std::fs::rename(path, &to) {
             Ok(()) => crate::text::log(format_args!(
                 "{} {why}: set aside as {}",
@@ -140,6 +144,18 @@ impl StateDir {
             )),
         }
     }
+}
+
+/// `dir/name`, or `dir/name.N` with the first N that no file has: what is set aside never
+/// replaces what was set aside before.
+pub(crate) fn unused(dir: &Path, name: &str) -> PathBuf {
+    let mut path = dir.join(name);
+    let mut n = 1;
+    while path.symlink_metadata().is_ok() {
+        path = dir.join(format!("{name}.{n}"));
+        n += 1;
+    }
+    path
 }
 
 /// Writes a file so that after a crash it is either whole or absent: a temporary name,

@@ -17,15 +17,14 @@ use std::io::Read as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// The last swap still in the journal, which a rollback undoes.
-#[derive(Clone, Debug)]
+/// The last swap still in the journal, which a rollback undoes (the events since are read
+/// back from the journal then, not kept in memory).
+#[derive(Clone, Copy, Debug)]
 pub struct LastSwap {
     /// The swap's record.
     pub seq: u64,
     /// The module swapped out.
     pub from: ModuleHash,
-    /// The events since, to replay through the old module.
-    pub since: Vec<(Input, Vec<Read>)>,
 }
 
 /// An app brought back from its state directory.
@@ -71,8 +70,8 @@ pub fn restore(runtime: &Arc<Runtime>, dir: &StateDir) -> anyhow::Result<Option<
         swaps: 0,
         last_swap: None,
     };
-    for entry in entries.into_iter().filter(|e| e.seq > base.seq) {
-        replay.apply(runtime, dir, entry)?;
+    for entry in entries.iter().filter(|e| e.seq > base.seq) {
+        replay.apply(runtime, dir, entry, &entries)?;
     }
     let Replay {
         app,
@@ -137,11 +136,13 @@ struct Replay {
 }
 
 impl Replay {
+    /// Applies `entry`, one of `all` (the whole journal: a rollback replays from its swap on).
     fn apply(
         &mut self,
         runtime: &Arc<Runtime>,
         dir: &StateDir,
-        entry: Entry,
+        entry: &Entry,
+        all: &[Entry],
     ) -> anyhow::Result<()> {
         if entry.seq != self.seq + 1 {
             anyhow::bail!(
@@ -151,18 +152,15 @@ impl Replay {
             );
         }
         self.seq = entry.seq;
-        match entry.record {
+        match &entry.record {
             Record::Input { input, reads } => {
-                if !deliver(&mut self.app, &input, reads.clone()) {
+                if !deliver(&mut self.app, input, reads.clone()) {
                     self.diverged += 1;
                 }
                 self.replayed += 1;
-                if let Some(swap) = &mut self.last_swap {
-                    swap.since.push((input, reads));
-                }
             }
             Record::Swap { from, to } => {
-                let (from, to) = (hash(&from)?, hash(&to)?);
+                let (from, to) = (hash(from)?, hash(to)?);
                 let prepared = runtime.prepare(&dir.module_name(&to), &dir.module(&to)?)?;
                 self.app.swap(prepared).map_err(|e| {
                     anyhow::anyhow!("replaying the swap at record {}: {e}", entry.seq)
@@ -171,14 +169,29 @@ impl Replay {
                 self.last_swap = Some(LastSwap {
                     seq: entry.seq,
                     from,
-                    since: Vec::new(),
                 });
             }
             Record::Rollback { swap } => {
-                let last = (self.last_swap.take())
-                    .filter(|last| last.seq == swap)
-                    .with_context(|| format!("the journal rolls back the swap at record {swap}, which it does not hold"))?;
-                self.app = roll_back(runtime, dir, &last)?;
+                // The swap may lie before the snapshot this restore began from: find it in the
+                // journal (its segments are kept as long as its snapshot is).
+                let from = all
+                    .iter()
+                    .find(|e| e.seq == *swap)
+                    .and_then(|e| match &e.record {
+                        Record::Swap { from, .. } => Some(from),
+                        _ => None,
+                    });
+                let from = from.with_context(|| {
+                    format!(
+                        "the journal rolls back the swap at record {swap}, which it does not hold"
+                    )
+                })?;
+                let last = LastSwap {
+                    seq: *swap,
+                    from: hash(from)?,
+                };
+                self.app = roll_back(runtime, dir, &last, inputs_between(all, *swap, entry.seq))?;
+                self.last_swap = None;
                 self.swaps += 1;
             }
         }
@@ -188,7 +201,12 @@ impl Replay {
 
 /// The app a rollback of `swap` gives: the swap's snapshot (the state the old version
 /// exported) imported into the old module, and every event since replayed through it.
-pub fn roll_back(runtime: &Arc<Runtime>, dir: &StateDir, swap: &LastSwap) -> anyhow::Result<App> {
+pub fn roll_back<'a>(
+    runtime: &Arc<Runtime>,
+    dir: &StateDir,
+    swap: &LastSwap,
+    since: impl Iterator<Item = (&'a Input, &'a [Read])>,
+) -> anyhow::Result<App> {
     let path = snapshot::path(dir, swap.seq - 1);
     let base = snapshot::read(&path).map_err(|why| {
         anyhow::anyhow!(
@@ -205,10 +223,24 @@ pub fn roll_back(runtime: &Arc<Runtime>, dir: &StateDir, swap: &LastSwap) -> any
         );
     }
     let mut app = resume(runtime, dir, &base)?;
-    for (input, reads) in &swap.since {
-        deliver(&mut app, input, reads.clone());
+    for (input, reads) in since {
+        deliver(&mut app, input, reads.to_vec());
     }
     Ok(app)
+}
+
+/// The events journaled after record `after` and before record `before`.
+pub fn inputs_between(
+    all: &[Entry],
+    after: u64,
+    before: u64,
+) -> impl Iterator<Item = (&Input, &[Read])> {
+    all.iter()
+        .filter(move |e| e.seq > after && e.seq < before)
+        .filter_map(|e| match &e.record {
+            Record::Input { input, reads } => Some((input, reads.as_slice())),
+            _ => None,
+        })
 }
 
 /// The snapshot's state imported into the module that wrote it.
