@@ -596,7 +596,10 @@ fn swaps_and_snapshots_around_a_rollback_then_a_kill_lose_nothing() {
     assert_eq!(host.ask("get"), "counter v1: value=10");
     // A swap after a rollback is journaled like any other.
     let output = client(&["rollback", "--control", &socket], b"");
-    assert!(!output.status.success(), "nothing to roll back after a restart past a rollback");
+    assert!(
+        !output.status.success(),
+        "nothing to roll back after a restart past a rollback"
+    );
     reload(COUNTER_V2, &socket);
     assert_eq!(host.ask("inc"), "counter v2: value=11");
     let output = client(&["rollback", "--control", &socket], b"");
@@ -608,7 +611,11 @@ fn swaps_and_snapshots_around_a_rollback_then_a_kill_lose_nothing() {
     host.kill();
 
     let started = keeping(COUNTER_V2, &dir, &["--durable"]);
-    assert!(started.log.iter().all(|l| !l.contains("set aside")), "{:#?}", started.log);
+    assert!(
+        started.log.iter().all(|l| !l.contains("set aside")),
+        "{:#?}",
+        started.log
+    );
     let Started {
         mut host, socket, ..
     } = started;
