@@ -58,6 +58,8 @@ pub enum Query {
     Status,
     /// The app's state, decoded.
     State,
+    /// The app's state as it exported it (for `hotswap state --save` and `check --against`).
+    Export,
     /// Take a snapshot now; answered once it is on disk.
     Snapshot,
     /// Change the limits (each when given) and report them.
@@ -442,6 +444,19 @@ impl Actor {
         match query {
             Query::Status => self.status(),
             Query::Snapshot => Response::failed("a snapshot is answered once it is written"),
+            Query::Export => match self.app.export_state() {
+                Ok(bytes) => Response {
+                    ok: true,
+                    message: format!("the state, {}", crate::text::bytes(bytes.len())),
+                    state: Some(serde_json::json!({
+                        "state_version": self.app.state_version(),
+                        "module": format!("{:?}", self.app.module().hash),
+                        "hex": crate::state_check::to_hex(&bytes),
+                    })),
+                    ..Response::default()
+                },
+                Err(e) => Response::failed(format!("cannot export the state: {e}")),
+            },
             Query::State => match self.app.export_state() {
                 Ok(bytes) => {
                     let (message, state) =

@@ -7,6 +7,7 @@ use crate::http::HttpOptions;
 use crate::persist::keeper::{Every, PersistOptions};
 use crate::runtime::Runtime;
 use crate::serve::{RunOptions, run};
+use crate::state_check;
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use std::io::Read as _;
@@ -39,8 +40,16 @@ pub enum Command {
     /// once).
     Run(Box<RunArgs>),
     /// Check a module without running it: compile it, check its exports and imports against the
-    /// ABI, instantiate it, and print its ABI and state versions.
+    /// ABI, instantiate it, and print its ABI and state versions. With --state FILE or
+    /// --against, also run the import (or migration) a swap would run, on that state, in a
+    /// throwaway instance, and say whether the module takes it: exit 0 if it does, 1 if not.
     Check(CheckArgs),
+    /// Prove a reload before deploying it: run an event script on OLD alone and on NEW alone,
+    /// then with a swap at every event boundary (or an even sample): OLD → OLD and NEW → NEW
+    /// must change no later reply and no exported byte, OLD → NEW must not trap, fail or be
+    /// refused, and OLD → NEW → OLD must lose nothing (when the state versions allow a swap
+    /// back). Prints each finding with the events that reproduce it; exits 1 if there is one.
+    Test(TestArgs),
     /// Ask a running host to swap in a new version, and wait for the outcome.
     ///
     /// The module's bytes are sent over the control socket, so any file this command can read
@@ -50,8 +59,9 @@ pub enum Command {
     /// Show a running host's status: module, origin, watched path, state version, uptime,
     /// events, swaps, limits, last pause.
     Status(ControlArgs),
-    /// Show the running app's current state, decoded (the SDK's MessagePack as JSON).
-    State(ControlArgs),
+    /// Show the running app's current state, decoded (the SDK's MessagePack as JSON), or save
+    /// it to a file that `hotswap check --state` reads.
+    State(StateArgs),
     /// Show a running host's limits, or change them (an app stuck at its memory limit grows
     /// again once the limit is raised).
     Limits(LimitsArgs),
@@ -241,9 +251,58 @@ impl HttpArgs {
 pub struct CheckArgs {
     /// The module to check: a .wasm file (or .wat text).
     pub module: PathBuf,
+    /// Also check that the module takes this state: a snapshot from a --state-dir
+    /// (`snapshots/*.snap`), or a file written by `hotswap state --save`.
+    #[arg(long, value_name = "FILE", conflicts_with = "against")]
+    pub state: Option<PathBuf>,
+    /// Also check that the module takes the state of the running host (found as `hotswap
+    /// status` finds it, or at --control PATH); the host keeps serving and is not changed.
+    #[arg(long)]
+    pub against: bool,
+    /// The running host's control socket, for --against.
+    #[arg(long, value_name = "PATH", requires = "against")]
+    pub control: Option<PathBuf>,
     /// Limits on the guest.
     #[command(flatten)]
     pub limits: LimitArgs,
+}
+
+/// `hotswap test`.
+#[derive(Debug, Args)]
+pub struct TestArgs {
+    /// The version running now.
+    pub old: PathBuf,
+    /// The version to deploy.
+    pub new: PathBuf,
+    /// The event script: one message per line (what `hotswap run` reads on stdin), or a journal
+    /// segment recorded with `hotswap run --state-dir DIR --durable` (DIR/journal/*.log).
+    #[arg(long, value_name = "FILE")]
+    pub events: PathBuf,
+    /// NEW is a refactor: its replies must also be OLD's.
+    #[arg(long)]
+    pub same_behaviour: bool,
+    /// Try a swap at no more than N event boundaries, evenly spread (each costs a few runs of
+    /// the script).
+    #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u64).range(2..=100_000))]
+    pub boundaries: u64,
+    /// Print the findings as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Limits on the guest.
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// `hotswap state`.
+#[derive(Debug, Args)]
+pub struct StateArgs {
+    /// Write the state, as the app exported it, to FILE (the snapshot format, which `hotswap
+    /// check --state FILE` reads) instead of showing it.
+    #[arg(long, value_name = "FILE")]
+    pub save: Option<PathBuf>,
+    /// How to reach the host.
+    #[command(flatten)]
+    pub control: ControlArgs,
 }
 
 /// Limits on every call into the guest.
@@ -320,7 +379,11 @@ pub fn execute(cli: Cli) -> anyhow::Result<()> {
             )
         }
         Command::Status(args) => ask(&args, &Request::Status, None),
-        Command::State(args) => ask(&args, &Request::State, None),
+        Command::State(args) => match &args.save {
+            None => ask(&args.control, &Request::State, None),
+            Some(path) => save_state(&args.control, path),
+        },
+        Command::Test(args) => swap_test(&args),
         Command::Limits(args) => {
             let request = Request::Limits {
                 timeout_ms: args.timeout,
@@ -335,7 +398,16 @@ pub fn execute(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn check(args: &CheckArgs) -> anyhow::Result<()> {
-    let runtime = Runtime::new(args.limits.config())?;
+    let config = Config {
+        inherit_stdio: false,
+        ..args.limits.config()
+    };
+    let runtime = Runtime::new(config)?;
+    let saved = match (&args.state, args.against) {
+        (Some(path), _) => Some(state_check::read_saved(path)?),
+        (None, true) => Some(state_check::from_answer(export(&args.control)?.state.as_ref())?.0),
+        (None, false) => None,
+    };
     let started = Instant::now();
     let prepared = runtime
         .prepare_file(&args.module)
@@ -346,7 +418,75 @@ fn check(args: &CheckArgs) -> anyhow::Result<()> {
         hotswap_abi::ABI_VERSION,
         prepared.state_version(),
         crate::report::format_duration(started.elapsed())
+    ))?;
+    let Some(saved) = saved else { return Ok(()) };
+    let name = prepared.compiled().to_string();
+    match state_check::accepts(&runtime, prepared, &saved) {
+        Ok(verdict) => print_line(&verdict),
+        Err(refused) => anyhow::bail!("{name} refuses the state: {refused}"),
+    }
+}
+
+/// The running host's state, exported (`hotswap check --against`, `hotswap state --save`).
+fn export(control: &Option<PathBuf>) -> anyhow::Result<control::Response> {
+    crate::serve::background_priority();
+    let path = match control {
+        Some(path) => path.clone(),
+        None => control::discover()?,
+    };
+    let response = control::send(&path, &Request::Export, None)?;
+    if !response.ok {
+        anyhow::bail!("{}", response.message);
+    }
+    Ok(response)
+}
+
+fn save_state(args: &ControlArgs, path: &Path) -> anyhow::Result<()> {
+    let response = export(&args.control)?;
+    let (saved, module) = state_check::from_answer(response.state.as_ref())?;
+    let len = saved.state.len();
+    state_check::save(path, saved.state, saved.state_version, module)
+        .with_context(|| format!("cannot save the state to {}", path.display()))?;
+    print_line(&format!(
+        "saved the state (state v{}, {}) to {}",
+        saved.state_version,
+        crate::text::bytes(len),
+        path.display()
     ))
+}
+
+fn swap_test(args: &TestArgs) -> anyhow::Result<()> {
+    use crate::swap_test::{Options, Version, read_events, run};
+    let config = Config {
+        inherit_stdio: false,
+        ..args.limits.config()
+    };
+    let runtime = Runtime::new(config)?;
+    let old = Version::read(&runtime, "OLD", &args.old)?;
+    let new = Version::read(&runtime, "NEW", &args.new)?;
+    let events = read_events(&args.events)?;
+    let options = Options {
+        same_behaviour: args.same_behaviour,
+        max_boundaries: args.boundaries as usize,
+    };
+    let started = Instant::now();
+    let report = run(&runtime, &old, &new, &events, &options)?;
+    if args.json {
+        print_line(&serde_json::to_string_pretty(&report)?)?;
+    } else {
+        print_line(&format!(
+            "{report}, in {}",
+            crate::report::format_duration(started.elapsed())
+        ))?;
+    }
+    match report.findings.len() {
+        0 => Ok(()),
+        n => anyhow::bail!(
+            "the reload {} → {} has {n} finding(s)",
+            old.label,
+            new.label
+        ),
+    }
 }
 
 /// Prints a line on stdout. A reader that has gone (`hotswap state | head`) wanted no more:

@@ -63,6 +63,8 @@ pub enum Request {
     Status,
     /// Report the app's current state.
     State,
+    /// The app's state as it exported it, hex-encoded, with its state version and module.
+    Export,
     /// Change the limits and report them.
     Limits {
         /// The new call time limit, in milliseconds.

@@ -42,7 +42,9 @@ pub mod persist;
 pub mod report;
 pub mod runtime;
 pub mod serve;
+pub mod state_check;
 pub mod state_view;
+pub mod swap_test;
 pub mod text;
 pub mod watch;
 

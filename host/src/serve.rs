@@ -311,6 +311,10 @@ fn control_handler(
                 query: Query::State,
                 reply,
             },
+            Request::Export => Command::Query {
+                query: Query::Export,
+                reply,
+            },
             Request::Limits {
                 timeout_ms,
                 max_memory_mib,

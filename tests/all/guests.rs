@@ -426,3 +426,55 @@ pub fn state_shapes() {
     );
     swap(&mut app, STATE_SHAPES);
 }
+
+/// A field kept out of the state (`#[serde(skip)]`): `hotswap test` finds that a swap of the
+/// new version to itself changes a later reply.
+#[test]
+pub fn lossy_counter() {
+    let events = ["inc", "inc", "get"];
+    let (ok, report) = crate::reloads::swap_test(COUNTER_V1, LOSSY_COUNTER, &events, &[]);
+    assert!(!ok);
+    let found = crate::reloads::findings(&report);
+    assert_eq!(found.len(), 1, "{report:#}");
+    assert_eq!(
+        (found[0].0.as_str(), found[0].1),
+        ("not-transparent", Some(1))
+    );
+    assert!(
+        found[0].3.contains("NEW (lossy_counter.wasm) → NEW"),
+        "{}",
+        found[0].3
+    );
+}
+
+/// A migration that traps on one event's state: refused from that boundary on, named.
+#[test]
+pub fn trapping_migration() {
+    let events = ["set a 1", "set b 2", "set c x", "set d 4"];
+    let (ok, report) = crate::reloads::swap_test(KV_V1, TRAPPING_MIGRATION, &events, &[]);
+    assert!(!ok);
+    let found = crate::reloads::findings(&report);
+    assert_eq!(found.len(), 1, "{report:#}");
+    assert_eq!((found[0].0.as_str(), found[0].1), ("refused", Some(3)));
+    let reproduction = report["findings"][0]["reproduction"].as_array().unwrap();
+    assert_eq!(
+        reproduction.len(),
+        4,
+        "the three events, then the swap: {reproduction:?}"
+    );
+    assert_eq!(reproduction[3], "-- swap --");
+}
+
+/// A refactor that changed one reply: found with `--same-behaviour`, at that event.
+#[test]
+pub fn changed_reply() {
+    let events = ["inc", "get", "dec", "get"];
+    let (ok, _) = crate::reloads::swap_test(COUNTER_V1, CHANGED_REPLY, &events, &[]);
+    assert!(ok, "not a refactor: a changed reply is allowed");
+    let (ok, report) =
+        crate::reloads::swap_test(COUNTER_V1, CHANGED_REPLY, &events, &["--same-behaviour"]);
+    assert!(!ok);
+    let found = crate::reloads::findings(&report);
+    assert_eq!(found.len(), 1, "{report:#}");
+    assert_eq!((found[0].0.as_str(), found[0].2), ("differs", Some(2)));
+}

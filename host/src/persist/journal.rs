@@ -378,6 +378,22 @@ pub fn read_all(dir: &StateDir) -> anyhow::Result<Vec<Entry>> {
     Ok(entries)
 }
 
+/// The events in a journal segment's bytes, in order (its swaps and rollbacks left out): an
+/// event script for `hotswap test`.
+pub fn inputs_of_segment(bytes: &[u8]) -> anyhow::Result<Vec<Input>> {
+    let mut entries = Vec::new();
+    if let (_, Some(why)) = parse_segment(bytes, None, &mut entries) {
+        anyhow::bail!("the segment {why}");
+    }
+    Ok(entries
+        .into_iter()
+        .filter_map(|e| match e.record {
+            Record::Input { input, .. } => Some(input),
+            _ => None,
+        })
+        .collect())
+}
+
 /// Reads a segment's records into `entries`; how many bytes were good, and why the rest was not.
 fn parse_segment(
     bytes: &[u8],

@@ -161,7 +161,10 @@ pub(crate) fn unused(dir: &Path, name: &str) -> PathBuf {
 /// Writes a file so that after a crash it is either whole or absent: a temporary name,
 /// `fsync`, rename, `fsync` of the directory.
 pub(crate) fn write_durably(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let dir = path.parent().context("a file in a directory")?;
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
     let tmp = dir.join(format!(
         ".tmp-{}",
         path.file_name().unwrap_or_default().to_string_lossy()

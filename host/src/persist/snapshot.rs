@@ -74,6 +74,17 @@ impl Snapshot {
     }
 }
 
+impl Snapshot {
+    /// The whole file's bytes (a small state's; large ones are streamed by [`write`]).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut bytes = self.header().to_vec();
+        bytes.extend_from_slice(&self.state);
+        let crc = crc32fast::hash(&bytes);
+        bytes.extend_from_slice(&crc.to_le_bytes());
+        bytes
+    }
+}
+
 /// A snapshot file's path.
 pub fn path(dir: &StateDir, seq: u64) -> PathBuf {
     dir.sub("snapshots").join(format!("{seq:020}.snap"))
