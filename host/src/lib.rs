@@ -14,7 +14,8 @@
 //! them: [`actor`] (the one thread that owns the app and handles its events), [`serve`] (the
 //! `run` command, wiring every source of events to the actor), [`watch`] (new versions from a
 //! file), [`control`] (the control socket), [`http`] (HTTP in front of the app), [`state_view`]
-//! (the state as an operator reads it) and [`cli`].
+//! (the state as an operator reads it) and [`cli`]. [`testing`] drives an app from an app
+//! author's own `cargo test`.
 //!
 //! ```no_run
 //! # fn main() -> anyhow::Result<()> {
@@ -43,6 +44,7 @@ pub mod report;
 pub mod runtime;
 pub mod serve;
 pub mod state_view;
+pub mod testing;
 pub mod text;
 pub mod watch;
 

@@ -13,6 +13,7 @@ mod operators;
 mod persist;
 mod property;
 mod sdk;
+mod testing;
 mod watch;
 
 /// Every example guest has a test named after it in `guests.rs`: adding a guest without one is
