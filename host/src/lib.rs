@@ -15,7 +15,7 @@
 //! `run` command, wiring every source of events to the actor), [`watch`] (new versions from a
 //! file), [`control`] (the control socket), [`http`] (HTTP in front of the app), [`state_view`]
 //! (the state as an operator reads it) and [`cli`]. [`testing`] drives an app from an app
-//! author's own `cargo test`.
+//! author's own `cargo test`, and [`scaffold`] writes a new app's crate (`hotswap new`).
 //!
 //! ```no_run
 //! # fn main() -> anyhow::Result<()> {
@@ -42,6 +42,7 @@ pub mod http;
 pub mod persist;
 pub mod report;
 pub mod runtime;
+pub mod scaffold;
 pub mod serve;
 pub mod state_view;
 pub mod testing;

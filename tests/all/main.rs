@@ -12,6 +12,7 @@ mod memory;
 mod operators;
 mod persist;
 mod property;
+mod scaffold;
 mod sdk;
 mod testing;
 mod watch;
