@@ -89,6 +89,60 @@ fn new_writes_a_crate_that_builds_a_module_and_passes_its_own_test() {
         stdout.contains("test counts_and_keeps_the_count_across_a_swap ... ok"),
         "{stdout}"
     );
+
+    check_reload_builds_both_versions(&app, &wasm_target);
+}
+
+/// check-reload.sh, with a stand-in for `hotswap test` that records its arguments: after two
+/// commits, it hands over the previous commit's module and the working tree's, each built from
+/// its own source.
+fn check_reload_builds_both_versions(app: &Path, target: &Path) {
+    let git = |args: &[&str]| {
+        let output = Command::new("git")
+            .current_dir(app)
+            .args(["-c", "user.name=test", "-c", "user.email=test@example.com"])
+            .args(args)
+            .output()
+            .unwrap();
+        succeeded(&format!("git {args:?}"), &output);
+    };
+    git(&["init", "-q"]);
+    git(&["add", "-A"]);
+    git(&["commit", "-qm", "v1"]);
+    let lib = app.join("src/lib.rs");
+    let v1 = std::fs::read_to_string(&lib).unwrap();
+    let v2 = v1.replace("self.value += 1", "self.value += 2");
+    assert_ne!(v1, v2, "the counter's step is in src/lib.rs");
+    std::fs::write(&lib, v2).unwrap();
+    git(&["commit", "-qam", "v2"]);
+
+    let stub = app.join("stand-in.sh");
+    std::fs::write(
+        &stub,
+        "#!/bin/sh\necho \"$@\" > \"$(dirname \"$0\")/args.txt\"\n",
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&stub, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let output = Command::new(app.join("check-reload.sh"))
+        .env("CARGO_TARGET_DIR", target)
+        .env("HOTSWAP", &stub)
+        .output()
+        .unwrap();
+    succeeded("check-reload.sh", &output);
+    let args = std::fs::read_to_string(app.join("args.txt")).unwrap();
+    let words: Vec<&str> = args.split_whitespace().collect();
+    let [test, prev, new, events_flag, events] = words[..] else {
+        panic!("hotswap was run with {args:?}");
+    };
+    assert_eq!(
+        (test, events_flag, events),
+        ("test", "--events", "events.txt")
+    );
+    let mut v1 = hotswap::testing::TestApp::start(prev).unwrap();
+    let mut v2 = hotswap::testing::TestApp::start(new).unwrap();
+    let replies = (v1.send("inc").unwrap(), v2.send("inc").unwrap());
+    assert_eq!(replies, ("value=1".into(), "value=2".into()));
 }
 
 /// Runs the generated crate's own `cargo test` in the target directory and profile these tests

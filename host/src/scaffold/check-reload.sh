@@ -37,8 +37,10 @@ else
         rm -rf "$work/src"
         mkdir -p "$work/src"
         git archive "$PREV_REV:$(git rev-parse --show-prefix)" | tar -x -C "$work/src"
-        (cd "$work/src" && build)
-        cp "$built" "$prev"
+        # A target directory of its own: in a shared one, the two builds would write the same
+        # file name (a cdylib's has no hash), and the second could be left holding the first.
+        (cd "$work/src" && CARGO_TARGET_DIR="$work/target" build)
+        cp "$work/target/wasm32-wasip1/wasm/@LIB@.wasm" "$prev"
     else
         echo "check-reload: no previous version ($PREV_REV is not a commit): checking the current version against itself" >&2
         prev=
