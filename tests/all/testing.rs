@@ -60,3 +60,16 @@ fn a_missing_module_names_its_path() {
         "{error:#}"
     );
 }
+
+#[test]
+fn a_module_missing_from_a_wasm_target_dir_hints_at_the_crate_type() {
+    let dir = tempfile::tempdir().unwrap();
+    let built = dir.path().join("target/wasm32-wasip1/release/my_app.wasm");
+    let error = TestApp::start(&built).err().expect("nothing was built");
+    let message = format!("{error:#}");
+    assert!(message.contains("crate-type = [\"cdylib\"]"), "{message}");
+
+    let elsewhere = dir.path().join("my_app.wasm");
+    let error = TestApp::start(&elsewhere).err().expect("no such file");
+    assert!(!format!("{error:#}").contains("crate-type"), "{error:#}");
+}
