@@ -30,9 +30,10 @@
 //! By value, never by pointer: the old code serializes the state with serde into MessagePack
 //! with named fields, and the new code deserializes it. That gives these evolution rules:
 //!
-//! * **Add a field** (with `#[serde(default)]` on the struct or the field) or **remove a field**:
-//!   keep [`App::STATE_VERSION`] as it is. Missing fields take their default, unknown ones are
-//!   skipped.
+//! * **Add a field** (with `#[serde(default)]` on the struct or the field: on every nested struct
+//!   that gains one, not only the top one) or **remove a field**: keep [`App::STATE_VERSION`] as
+//!   it is. Missing fields take their default, unknown ones are skipped (a struct with
+//!   `#[serde(deny_unknown_fields)]` refuses them instead, and so refuses the swap).
 //! * **Anything else** (rename a field, change its type, restructure): raise
 //!   [`App::STATE_VERSION`] and implement [`App::migrate`], which receives the old version's bytes.
 //!   Keep the old shape as a type in the new source and read it with [`decode`], like Erlang's

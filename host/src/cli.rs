@@ -75,6 +75,10 @@ pub enum Command {
     /// the old code, and every event since replayed through it (a host run with --durable). No
     /// down-migration needed.
     Rollback(ControlArgs),
+    /// Write a new app's crate, NAME/: a counter app on the SDK, a test that runs it through
+    /// `hotswap::testing`, check-reload.sh (builds the previous and the current version and runs
+    /// `hotswap test` over events.txt) and a CI workflow doing both. Never overwrites anything.
+    New(crate::scaffold::NewArgs),
 }
 
 /// How to reach a running host.
@@ -394,6 +398,7 @@ pub fn execute(cli: Cli) -> anyhow::Result<()> {
         Command::Stop(args) => ask(&args, &Request::Stop, None),
         Command::Snapshot(args) => ask(&args, &Request::Snapshot, None),
         Command::Rollback(args) => ask(&args, &Request::Rollback, None),
+        Command::New(args) => crate::scaffold::run(&args),
     }
 }
 

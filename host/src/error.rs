@@ -56,7 +56,7 @@ pub enum CheckError {
     #[error("the module does not export its memory as `memory`")]
     NoMemory,
     /// A required function is not exported.
-    #[error("the module does not export `{0}`, which Hotswap ABI version {abi} requires", abi = hotswap_abi::ABI_VERSION)]
+    #[error("the module does not export `{0}`, which Hotswap ABI version {abi} requires (the SDK's `export_app!` generates it)", abi = hotswap_abi::ABI_VERSION)]
     MissingExport(&'static str),
     /// A required export has the wrong type.
     #[error("`{name}` is {found}, but the ABI requires a function {expected}")]
@@ -104,7 +104,7 @@ pub enum CheckError {
 #[derive(Debug, thiserror::Error)]
 pub enum SwapError {
     /// The module file could not be read.
-    #[error("cannot read {}: {error}", path.display())]
+    #[error("cannot read {}: {error}{}", path.display(), build_hint(path, error))]
     Read {
         /// The file.
         path: PathBuf,
@@ -213,5 +213,20 @@ impl SwapError {
             CallError::Failed(message) => SwapError::Refused(message),
             other => SwapError::Import(other),
         }
+    }
+}
+
+/// For a module missing where cargo would have written it: why cargo may not have.
+fn build_hint(path: &std::path::Path, error: &std::io::Error) -> &'static str {
+    let under_wasm_target = path.components().any(|c| {
+        c.as_os_str()
+            .to_str()
+            .is_some_and(|name| name.starts_with("wasm32-"))
+    });
+    let is_wasm = path.extension().is_some_and(|ext| ext == "wasm");
+    if error.kind() == std::io::ErrorKind::NotFound && under_wasm_target && is_wasm {
+        " (cargo writes a .wasm only for a library with `crate-type = [\"cdylib\"]` under `[lib]`, named after the crate with `-` written `_`)"
+    } else {
+        ""
     }
 }

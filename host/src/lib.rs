@@ -14,7 +14,8 @@
 //! them: [`actor`] (the one thread that owns the app and handles its events), [`serve`] (the
 //! `run` command, wiring every source of events to the actor), [`watch`] (new versions from a
 //! file), [`control`] (the control socket), [`http`] (HTTP in front of the app), [`state_view`]
-//! (the state as an operator reads it) and [`cli`].
+//! (the state as an operator reads it) and [`cli`]. [`testing`] drives an app from an app
+//! author's own `cargo test`, and [`scaffold`] writes a new app's crate (`hotswap new`).
 //!
 //! ```no_run
 //! # fn main() -> anyhow::Result<()> {
@@ -41,10 +42,12 @@ pub mod http;
 pub mod persist;
 pub mod report;
 pub mod runtime;
+pub mod scaffold;
 pub mod serve;
 pub mod state_check;
 pub mod state_view;
 pub mod swap_test;
+pub mod testing;
 pub mod text;
 pub mod watch;
 

@@ -98,7 +98,7 @@ fn missing_export_is_named() {
     );
     assert_eq!(
         error.to_string(),
-        "the module does not export `hotswap_tick`, which Hotswap ABI version 1 requires"
+        "the module does not export `hotswap_tick`, which Hotswap ABI version 1 requires (the SDK's `export_app!` generates it)"
     );
     let error = prepare_wat(&runtime, &abi_module(&[("memory", "(memory 1)")]))
         .err()

@@ -13,7 +13,9 @@ mod operators;
 mod persist;
 mod property;
 mod reloads;
+mod scaffold;
 mod sdk;
+mod testing;
 mod watch;
 
 /// Every example guest has a test named after it in `guests.rs`: adding a guest without one is
