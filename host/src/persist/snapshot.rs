@@ -75,7 +75,7 @@ impl Snapshot {
 }
 
 impl Snapshot {
-    /// The whole file's bytes (a small state's; large ones are streamed by [`write`]).
+    /// The whole file's bytes (a small state's; large ones are streamed by [`write()`]).
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut bytes = self.header().to_vec();
         bytes.extend_from_slice(&self.state);
