@@ -196,19 +196,11 @@ fn check_against_a_running_host_changes_nothing_in_it() {
     host.log_until("control socket");
     host.ask("set a 1");
     let state = || client(&["state", "--control", socket, "--json"], b"").stdout;
+    let check = |module: &str| client(&["check", module, "--against", "--control", socket], b"");
     let before = state();
-    let output = client(&["check", KV_V3, "--against", "--control", socket], b"");
+    let output = check(KV_V3);
     assert!(output.status.success(), "{}", stderr(&output));
-    let output = client(
-        &[
-            "check",
-            TRAPPING_MIGRATION,
-            "--against",
-            "--control",
-            socket,
-        ],
-        b"",
-    );
+    let output = check(TRAPPING_MIGRATION);
     assert!(
         output.status.success(),
         "a numeric state migrates: {}",
@@ -216,16 +208,7 @@ fn check_against_a_running_host_changes_nothing_in_it() {
     );
     assert_eq!(state(), before, "the checks changed the running state");
     host.ask("set b x");
-    let output = client(
-        &[
-            "check",
-            TRAPPING_MIGRATION,
-            "--against",
-            "--control",
-            socket,
-        ],
-        b"",
-    );
+    let output = check(TRAPPING_MIGRATION);
     assert!(!output.status.success());
     assert!(
         stderr(&output).contains("refuses the state"),

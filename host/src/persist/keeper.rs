@@ -130,63 +130,53 @@ impl Keeper {
     pub fn swapped(&mut self, app: &mut App, from: (ModuleHash, u32), release: Release) {
         let to = app.module().hash;
         let kept = app.take_swapped_state();
-        if let (Some(journal), None) = (&self.journal, &kept) {
-            // No state kept from the old version (it should have been): journal the swap all
-            // the same, so the records stay contiguous, and snapshot the new version's state
-            // after it. A rollback of this swap then has no snapshot and is refused.
-            crate::text::log(format_args!(
-                "the state the old version exported was not kept: this swap cannot be rolled back"
-            ));
+        let Some(journal) = &self.journal else {
             self.seq += 1;
-            let record = Record::Swap {
-                from: format!("{:?}", from.0),
-                to: format!("{to:?}"),
-            };
-            journal.append(
-                &Entry {
-                    seq: self.seq,
-                    record,
-                },
-                release,
-            );
-            self.last_swap = None;
+            release_now(release);
             let _ = self.snapshot(app, None);
             return;
-        }
-        if let (Some(journal), Some(state)) = (&self.journal, kept) {
-            let (module, state_version) = from;
+        };
+        let (module, state_version) = from;
+        let rollback_base = kept.is_some();
+        if let Some(state) = kept {
             let snapshot = Snapshot {
                 seq: self.seq,
                 state_version,
                 module,
                 state,
             };
+            let pinned = Some(self.seq);
             let _ = self.snapshots.send(Job {
                 snapshot,
-                pinned: Some(self.seq),
+                pinned,
                 done: None,
             });
-            self.seq += 1;
-            let record = Record::Swap {
-                from: format!("{module:?}"),
-                to: format!("{to:?}"),
-            };
-            journal.append(
-                &Entry {
-                    seq: self.seq,
-                    record,
-                },
-                release,
-            );
-            self.last_swap = Some(LastSwap {
-                seq: self.seq,
-                from: module,
-            });
-            return;
         }
         self.seq += 1;
-        release_now(release);
-        let _ = self.snapshot(app, None);
+        let record = Record::Swap {
+            from: format!("{module:?}"),
+            to: format!("{to:?}"),
+        };
+        journal.append(
+            &Entry {
+                seq: self.seq,
+                record,
+            },
+            release,
+        );
+        self.last_swap = rollback_base.then_some(LastSwap {
+            seq: self.seq,
+            from: module,
+        });
+        if !rollback_base {
+            // The old version's state was not kept (it should have been): the swap is
+            // journaled all the same, so the records stay contiguous, and the new version's
+            // state is snapshotted after it. This swap cannot be rolled back.
+            crate::text::log(format_args!(
+                "the state the old version exported was not kept: this swap cannot be rolled back"
+            ));
+            let _ = self.snapshot(app, None);
+        }
     }
 
     /// Takes a snapshot of the state now (the export holds events; the write does not).
