@@ -39,16 +39,21 @@ pub enum Command {
     /// HTTP); so do SIGTERM, SIGINT and `hotswap stop`, gracefully (a second signal exits at
     /// once).
     Run(Box<RunArgs>),
-    /// Check a module without running it: compile it, check its exports and imports against the
-    /// ABI, instantiate it, and print its ABI and state versions. With --state FILE or
-    /// --against, also run the import (or migration) a swap would run, on that state, in a
-    /// throwaway instance, and say whether the module takes it: exit 0 if it does, 1 if not.
+    /// Check a module without running it, and whether it takes a saved or running state.
+    ///
+    /// Compiles the module, checks its exports and imports against the ABI, instantiates it,
+    /// and prints its ABI and state versions. With --state FILE or --against, also runs the
+    /// import (or migration) a swap would run, on that state, in a throwaway instance, and says
+    /// whether the module takes it: exit 0 if it does, 1 if not.
     Check(CheckArgs),
-    /// Prove a reload before deploying it: run an event script on OLD alone and on NEW alone,
-    /// then with a swap at every event boundary (or an even sample): OLD → OLD and NEW → NEW
-    /// must change no later reply and no exported byte, OLD → NEW must not trap, fail or be
-    /// refused, and OLD → NEW → OLD must lose nothing (when the state versions allow a swap
-    /// back). Prints each finding with the events that reproduce it; exits 1 if there is one.
+    /// Prove a reload before deploying it: replay an event script with a swap at every event
+    /// boundary.
+    ///
+    /// Runs the script on OLD alone and on NEW alone, then with a swap at every event boundary
+    /// (or an even sample): OLD → OLD and NEW → NEW must change no later reply and no exported
+    /// byte, OLD → NEW must not trap, fail or be refused, and OLD → NEW → OLD must lose nothing
+    /// (when the state versions allow a swap back). Prints each finding with the events that
+    /// reproduce it; exits 1 if there is one.
     Test(TestArgs),
     /// Ask a running host to swap in a new version, and wait for the outcome.
     ///
@@ -75,9 +80,11 @@ pub enum Command {
     /// the old code, and every event since replayed through it (a host run with --durable). No
     /// down-migration needed.
     Rollback(ControlArgs),
-    /// Write a new app's crate, NAME/: a counter app on the SDK, a test that runs it through
-    /// `hotswap::testing`, check-reload.sh (builds the previous and the current version and runs
-    /// `hotswap test` over events.txt) and a CI workflow doing both. Never overwrites anything.
+    /// Write a new app's crate, ready to build, test and check reloads of.
+    ///
+    /// NAME/ holds a counter app on the SDK, a test that runs it through `hotswap::testing`,
+    /// check-reload.sh (builds the previous and the current version and runs `hotswap test`
+    /// over events.txt) and a CI workflow doing both. Never overwrites anything.
     New(crate::scaffold::NewArgs),
 }
 
