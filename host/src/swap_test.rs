@@ -68,7 +68,7 @@ pub fn read_events(path: &Path) -> anyhow::Result<Vec<Input>> {
         .split(|&b| b == b'\n')
         .map(|line| Input::Message(line.strip_suffix(b"\r").unwrap_or(line).to_vec()))
         .collect();
-    if bytes.ends_with(b"\n") {
+    if bytes.is_empty() || bytes.ends_with(b"\n") {
         events.pop();
     }
     Ok(events)
@@ -370,14 +370,20 @@ impl std::fmt::Display for Report {
                 writeln!(f, "    ... ({} lines in all)", finding.reproduction.len())?;
             }
         }
+        use crate::text::counted;
         let verdict = match self.findings.len() {
             0 => "ok".to_owned(),
-            n => format!("{n} finding(s)"),
+            n => counted(n as u64, "finding"),
         };
         write!(
             f,
-            "{verdict}: {} events, a swap tried at {} boundaries, {} runs",
-            self.events, self.boundaries, self.runs
+            "{verdict}: {}, a swap tried at {}, {}",
+            counted(self.events as u64, "event"),
+            match self.boundaries {
+                1 => "1 boundary".to_owned(),
+                n => format!("{n} boundaries"),
+            },
+            counted(self.runs as u64, "run")
         )
     }
 }

@@ -218,3 +218,42 @@ fn check_against_a_running_host_changes_nothing_in_it() {
     assert_eq!(host.ask("get a"), "kv v1: 1");
     host.finish();
 }
+
+#[test]
+fn event_scripts_that_are_not_files_are_refused_and_an_empty_one_is_no_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    let made = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo with a valid, NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(made.as_ptr(), 0o600) }, 0);
+    for script in [fifo.as_path(), dir.path()] {
+        let output = run(
+            &[
+                "test",
+                COUNTER_V1,
+                COUNTER_V2,
+                "--events",
+                script.to_str().unwrap(),
+            ],
+            "",
+        );
+        assert!(!output.status.success());
+        let log = stderr(&output);
+        assert!(log.contains("only a regular file is read"), "{log}");
+        assert_eq!(log.lines().count(), 1, "{log}");
+    }
+    let empty = dir.path().join("empty.txt");
+    std::fs::write(&empty, "").unwrap();
+    let output = run(
+        &[
+            "test",
+            COUNTER_V1,
+            COUNTER_V2,
+            "--events",
+            empty.to_str().unwrap(),
+        ],
+        "",
+    );
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(String::from_utf8_lossy(&output.stdout).starts_with("ok: 0 events"));
+}

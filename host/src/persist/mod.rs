@@ -31,7 +31,17 @@ pub(crate) const MAX_FILE: u64 = 5 << 30;
 /// Reads a file of the state directory: a regular file (anything else is refused without being
 /// read, so a FIFO put there cannot block a start) of at most `max_len` bytes.
 pub(crate) fn read_file(path: &Path, max_len: u64) -> anyhow::Result<Vec<u8>> {
-    crate::compile::read_module(path, max_len).map_err(anyhow::Error::new)
+    use crate::error::SwapError;
+    crate::compile::read_module(path, max_len).map_err(|e| match e {
+        SwapError::NotAFile { path, kind } => {
+            anyhow::anyhow!("{} is {kind}: only a regular file is read", path.display())
+        }
+        SwapError::TooLarge { path, len, limit } => anyhow::anyhow!(
+            "{} is larger ({len} bytes) than the {limit} bytes read at most",
+            path.display()
+        ),
+        other => anyhow::Error::new(other),
+    })
 }
 
 /// The state directory, locked for this host.
