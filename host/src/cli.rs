@@ -296,6 +296,10 @@ pub struct TestArgs {
     /// the script).
     #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u64).range(2..=100_000))]
     pub boundaries: u64,
+    /// Stop with an error once the test has run this many seconds (a version that loops
+    /// makes every call wait for --timeout).
+    #[arg(long, value_name = "SECONDS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_time: u64,
     /// Print the findings as JSON.
     #[arg(long)]
     pub json: bool,
@@ -454,6 +458,7 @@ fn export(control: &Option<PathBuf>) -> anyhow::Result<control::Response> {
 }
 
 fn save_state(args: &ControlArgs, path: &Path) -> anyhow::Result<()> {
+    state_check::refuse_existing(path)?;
     let response = export(&args.control)?;
     let (saved, module) = state_check::from_answer(response.state.as_ref())?;
     let len = saved.state.len();
@@ -480,6 +485,7 @@ fn swap_test(args: &TestArgs) -> anyhow::Result<()> {
     let options = Options {
         same_behaviour: args.same_behaviour,
         max_boundaries: args.boundaries as usize,
+        max_time: Duration::from_secs(args.max_time),
     };
     let started = Instant::now();
     let report = run(&runtime, &old, &new, &events, &options)?;

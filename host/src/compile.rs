@@ -131,10 +131,12 @@ pub(crate) fn file_kind(kind: &std::fs::FileType) -> &'static str {
 
 /// The name used for a module file in messages.
 pub fn display_name(path: &Path) -> String {
-    path.file_name().map_or_else(
+    let name = path.file_name().map_or_else(
         || path.display().to_string(),
         |n| n.to_string_lossy().into_owned(),
-    )
+    );
+    // A file name is the operator's, but may hold anything: it is printed in log lines.
+    crate::text::escape(&name, 200)
 }
 
 /// Compiles module bytes (binary, or WAT text when `name` ends in `.wat`).

@@ -31,14 +31,21 @@ pub struct NewArgs {
 #[derive(Debug, thiserror::Error)]
 pub enum ScaffoldError {
     /// The name cannot be a crate's.
-    #[error("{0:?} cannot name a crate: use letters, digits, `-` and `_`, starting with a letter")]
+    #[error(
+        "{0:?} cannot name a crate: use letters, digits, `-` and `_`, starting with a letter, and not a Rust keyword or the name of a crate it depends on"
+    )]
     BadName(String),
     /// The directory to write exists.
-    #[error("{} already exists: `hotswap new` never writes into an existing directory", .0.display())]
+    #[error("{} already exists: `hotswap new` writes only a new directory, and never over a file", .0.display())]
     Exists(PathBuf),
     /// `--sdk` names no Hotswap checkout.
     #[error("{} is not a Hotswap checkout: it has no guest-sdk/Cargo.toml", .0.display())]
     NotACheckout(PathBuf),
+    /// A `--git` URL with characters a URL does not need and a shell or YAML would act on.
+    #[error(
+        "{0:?} is not a repository URL this command writes into a workflow: use one without spaces, quotes or shell characters"
+    )]
+    BadUrl(String),
     /// Neither `--sdk` nor `--git`, and no checkout to fall back on.
     #[error("say where the SDK comes from: --sdk PATH (a Hotswap checkout) or --git URL")]
     NoSdk,
@@ -111,7 +118,13 @@ fn toml_string(text: &str) -> String {
 pub fn run(args: &NewArgs) -> anyhow::Result<()> {
     let source = match (&args.sdk, &args.git) {
         (Some(path), _) => checkout(path)?,
-        (None, Some(url)) => Source::Git(url.clone()),
+        (None, Some(url)) => {
+            let plain = |c: char| c.is_ascii_alphanumeric() || "-._~:/@+%=?&#,".contains(c);
+            if url.is_empty() || !url.chars().all(plain) {
+                return Err(ScaffoldError::BadUrl(url.clone()).into());
+            }
+            Source::Git(url.clone())
+        }
         (None, None) => built_from().ok_or(ScaffoldError::NoSdk)?,
     };
     let root = write(&args.dir, &args.name, &source)?;
@@ -155,10 +168,58 @@ fn lib_name(name: &str) -> String {
 /// Writes the crate `name` into `dir` and returns its directory. Refuses a bad name or an
 /// existing directory before writing anything.
 pub fn write(dir: &Path, name: &str, source: &Source) -> Result<PathBuf, ScaffoldError> {
+    // Names a crate may not take: Rust keywords (the library is named after the crate) and
+    // the crates it depends on.
+    const TAKEN: &[&str] = &[
+        "as",
+        "async",
+        "await",
+        "break",
+        "const",
+        "continue",
+        "crate",
+        "dyn",
+        "else",
+        "enum",
+        "extern",
+        "false",
+        "fn",
+        "for",
+        "if",
+        "impl",
+        "in",
+        "let",
+        "loop",
+        "match",
+        "mod",
+        "move",
+        "mut",
+        "pub",
+        "ref",
+        "return",
+        "self",
+        "static",
+        "struct",
+        "super",
+        "trait",
+        "true",
+        "type",
+        "unsafe",
+        "use",
+        "where",
+        "while",
+        "test",
+        "hotswap",
+        "hotswap-guest",
+        "hotswap_guest",
+        "serde",
+        "anyhow",
+    ];
     let valid = name.starts_with(|c: char| c.is_ascii_alphabetic())
         && name
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        && !TAKEN.contains(&name);
     if !valid {
         return Err(ScaffoldError::BadName(name.to_owned()));
     }
@@ -170,6 +231,7 @@ pub fn write(dir: &Path, name: &str, source: &Source) -> Result<PathBuf, Scaffol
     fs::create_dir_all(dir).map_err(write_err(dir))?;
     fs::create_dir(&root).map_err(|e| match e.kind() {
         io::ErrorKind::AlreadyExists => ScaffoldError::Exists(root.clone()),
+        io::ErrorKind::NotADirectory => ScaffoldError::Exists(dir.to_owned()),
         _ => write_err(&root)(e),
     })?;
     for (path, text, executable) in files(name, source) {

@@ -36,6 +36,18 @@ pub fn read_saved(path: &Path) -> anyhow::Result<Saved> {
     })
 }
 
+/// Refuses a path where anything is (a file, a directory, a symlink): a state file is written
+/// only where nothing was.
+pub fn refuse_existing(path: &Path) -> anyhow::Result<()> {
+    if path.symlink_metadata().is_ok() {
+        anyhow::bail!(
+            "{} exists: give a new file name (nothing was overwritten)",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
 /// Writes a state file durably (the snapshot format, record 0).
 pub fn save(
     path: &Path,
@@ -43,6 +55,7 @@ pub fn save(
     state_version: u32,
     module: ModuleHash,
 ) -> anyhow::Result<()> {
+    refuse_existing(path)?;
     let snapshot = Snapshot {
         seq: 0,
         state_version,

@@ -13,6 +13,7 @@ use anyhow::Context as _;
 use serde::Serialize;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// A module under test: its display name and bytes.
 pub struct Version {
@@ -41,6 +42,12 @@ impl Version {
     }
 }
 
+/// The largest event script read.
+const MAX_SCRIPT: u64 = 64 << 20;
+
+/// The most events a script may hold.
+const MAX_EVENTS: usize = 100_000;
+
 /// What one event gave: its reply (for HTTP, the whole response encoded; for a tick, nothing)
 /// or why it failed.
 type Outcome = Result<Vec<u8>, String>;
@@ -58,8 +65,7 @@ struct Line {
 /// Reads an event script: one message per line (what `hotswap run` reads on stdin), or a
 /// journal segment recorded by `hotswap run --durable` (its events; its swaps are ignored).
 pub fn read_events(path: &Path) -> anyhow::Result<Vec<Input>> {
-    let bytes = crate::persist::read_file(path, crate::persist::MAX_FILE)
-        .with_context(|| format!("cannot read the events in {}", path.display()))?;
+    let bytes = crate::persist::read_file(path, MAX_SCRIPT)?;
     if bytes.starts_with(&hotswap_abi::persist::JOURNAL_MAGIC) {
         return crate::persist::journal::inputs_of_segment(&bytes)
             .with_context(|| format!("{} is not a readable journal segment", path.display()));
@@ -70,6 +76,14 @@ pub fn read_events(path: &Path) -> anyhow::Result<Vec<Input>> {
         .collect();
     if bytes.is_empty() || bytes.ends_with(b"\n") {
         events.pop();
+    }
+    if events.len() > MAX_EVENTS {
+        anyhow::bail!(
+            "{} holds {} events; a test replays at most {MAX_EVENTS} (each boundary replays \
+             them all): cut the script",
+            path.display(),
+            events.len()
+        );
     }
     Ok(events)
 }
@@ -165,6 +179,8 @@ pub struct Options {
     /// Try a swap at no more than this many boundaries (evenly spread, first and last
     /// included).
     pub max_boundaries: usize,
+    /// Stop (with an error) once the test has run this long.
+    pub max_time: Duration,
 }
 
 /// Runs the whole test.
@@ -178,27 +194,38 @@ pub fn run(
     let mut found = Found::new(events);
     let old_alone = run_line(runtime, old, &[], events)?;
     let new_alone = run_line(runtime, new, &[], events)?;
-    found.failures(&old_alone, &old.label, None);
-    found.failures(&new_alone, &new.label, None);
+    for (line, version) in [(&old_alone, old), (&new_alone, new)] {
+        found.failures(line, &version.label, None);
+        found.end_state(line, &version.label);
+    }
     let boundaries = sample(events.len(), options.max_boundaries);
+    let (started, mut said) = (Instant::now(), Instant::now());
     let mut runs = 2;
-    for &k in &boundaries {
-        for (version, alone) in [(old, &old_alone), (new, &new_alone)] {
-            let line = run_line(runtime, version, &[(k, version)], events)?;
-            found.compare("not-transparent", &line, alone, k, (version, version));
+    for (done, &k) in boundaries.iter().enumerate() {
+        if started.elapsed() > options.max_time {
+            anyhow::bail!(
+                "stopped after {done} of {} boundaries: the test took longer than --max-time \
+                 ({} s); a version may be slow or looping (each call may take --timeout)",
+                boundaries.len(),
+                options.max_time.as_secs()
+            );
         }
-        let swapped = run_line(runtime, old, &[(k, new)], events)?;
-        found.refusal(&swapped, old, new);
-        found.failures(&swapped, &new.label, Some(k));
-        if options.same_behaviour {
-            found.compare("differs", &swapped, &old_alone, k, (old, new));
+        if said.elapsed() > PROGRESS_EVERY {
+            crate::text::log(format_args!(
+                "tested {done} of {} boundaries",
+                boundaries.len()
+            ));
+            said = Instant::now();
         }
-        runs += 3;
-        if swapped.refused.is_none() && swapped.state_version == old_alone.state_version {
-            let back = run_line(runtime, old, &[(k, new), (k, old)], events)?;
-            found.compare("round-trip", &back, &old_alone, k, (new, old));
-            runs += 1;
-        }
+        runs += boundary(
+            runtime,
+            (old, new),
+            (&old_alone, &new_alone),
+            k,
+            events,
+            options,
+            &mut found,
+        )?;
     }
     Ok(Report {
         events: events.len(),
@@ -206,6 +233,40 @@ pub fn run(
         runs,
         findings: found.findings,
     })
+}
+
+/// How often a long test says how far it got.
+const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+
+/// The runs with a swap at boundary `k`; how many were made.
+fn boundary(
+    runtime: &Arc<Runtime>,
+    (old, new): (&Version, &Version),
+    (old_alone, new_alone): (&Line, &Line),
+    k: usize,
+    events: &[Input],
+    options: &Options,
+    found: &mut Found<'_>,
+) -> anyhow::Result<usize> {
+    for (version, alone) in [(old, old_alone), (new, new_alone)] {
+        let line = run_line(runtime, version, &[(k, version)], events)?;
+        found.refusal(&line, version, version);
+        found.compare("not-transparent", &line, alone, k, (version, version));
+    }
+    let swapped = run_line(runtime, old, &[(k, new)], events)?;
+    found.refusal(&swapped, old, new);
+    found.failures(&swapped, &new.label, Some(k));
+    found.end_state(&swapped, &new.label);
+    if options.same_behaviour {
+        found.compare("differs", &swapped, old_alone, k, (old, new));
+    }
+    if swapped.refused.is_some() || swapped.state_version != old_alone.state_version {
+        return Ok(3);
+    }
+    let back = run_line(runtime, old, &[(k, new), (k, old)], events)?;
+    found.refusal(&back, new, old);
+    found.compare("round-trip", &back, old_alone, k, (new, old));
+    Ok(4)
 }
 
 /// Up to `max` boundaries of `0..=n`, evenly spread, both ends included.
@@ -285,6 +346,19 @@ impl<'a> Found<'a> {
         }
     }
 
+    /// A version that cannot export the state it ends with: its next swap would be refused.
+    fn end_state(&mut self, line: &Line, label: &str) {
+        if let Err(why) = &line.end_state {
+            let message = format!("{label} cannot export its state after the last event: {why}");
+            let at = At {
+                boundary: None,
+                event: None,
+                events: self.events.len(),
+            };
+            self.add("fails", &format!("export {label}"), message, at);
+        }
+    }
+
     fn refusal(&mut self, line: &Line, from: &Version, to: &Version) {
         if let Some((k, why)) = &line.refused {
             let swap = format!("the swap {} → {}", from.label, to.label);
@@ -311,6 +385,7 @@ impl<'a> Found<'a> {
             return;
         }
         let swap = format!("the swap {} → {}", swap.0.label, swap.1.label);
+        let compare_state = kind != "differs";
         let key = format!("{kind} {swap}");
         let differs = (k..line.outcomes.len()).find(|&j| line.outcomes[j] != reference.outcomes[j]);
         if let Some(j) = differs {
@@ -326,7 +401,7 @@ impl<'a> Found<'a> {
                 events: j + 1,
             };
             self.add(kind, &key, message, at);
-        } else if line.end_state != reference.end_state {
+        } else if compare_state && line.end_state != reference.end_state {
             let message =
                 format!("{swap} at boundary {k} changes the state exported after the last event");
             let at = At {

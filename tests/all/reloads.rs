@@ -257,3 +257,82 @@ fn event_scripts_that_are_not_files_are_refused_and_an_empty_one_is_no_events() 
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(String::from_utf8_lossy(&output.stdout).starts_with("ok: 0 events"));
 }
+
+#[test]
+fn a_version_that_cannot_export_what_it_ends_with_is_a_finding() {
+    // trap-in-export fails every export after `arm`: its next swap would be refused.
+    let (ok, report) = swap_test(COUNTER_V1, TRAP_IN_EXPORT, &["inc", "arm", "inc"], &[]);
+    assert!(!ok, "{report:#}");
+    let found = findings(&report);
+    assert!(
+        found
+            .iter()
+            .any(|f| f.3.contains("cannot export its state")),
+        "{report:#}"
+    );
+    assert!(
+        found
+            .iter()
+            .any(|f| f.0 == "refused" && f.3.contains("→ NEW")),
+        "{report:#}"
+    );
+}
+
+#[test]
+fn state_save_never_overwrites() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("precious.txt");
+    std::fs::write(&file, "keep me").unwrap();
+    let output = run(
+        &[
+            "state",
+            "--save",
+            file.to_str().unwrap(),
+            "--control",
+            "/nonexistent.sock",
+        ],
+        "",
+    );
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("exists: give a new file name"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me");
+}
+
+#[test]
+fn new_refuses_a_url_a_shell_would_act_on_and_a_keyword_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let at = dir.path().to_str().unwrap();
+    let output = run(
+        &[
+            "new",
+            "g1",
+            "--git",
+            "https://ex.com/a b.git; echo pwned",
+            "--dir",
+            at,
+        ],
+        "",
+    );
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("not a repository URL"),
+        "{}",
+        stderr(&output)
+    );
+    let output = run(&["new", "fn", "--dir", at], "");
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("cannot name a crate"),
+        "{}",
+        stderr(&output)
+    );
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "nothing written"
+    );
+}

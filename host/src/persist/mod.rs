@@ -175,17 +175,30 @@ pub(crate) fn write_durably(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         Some(dir) if !dir.as_os_str().is_empty() => dir,
         _ => Path::new("."),
     };
+    // A name of its own, created new and never through a symlink: nothing else is written.
     let tmp = dir.join(format!(
-        ".tmp-{}",
+        ".tmp-{}-{}",
+        std::process::id(),
         path.file_name().unwrap_or_default().to_string_lossy()
     ));
-    let mut file =
-        File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .with_context(|| format!("cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("cannot rename {} into place", tmp.display()))?;
+    let written = File::options()
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&tmp)
+        .with_context(|| format!("cannot create {}", tmp.display()))
+        .and_then(|mut file| {
+            (file.write_all(bytes).and_then(|()| file.sync_all()))
+                .with_context(|| format!("cannot write {}", tmp.display()))
+        })
+        .and_then(|()| {
+            std::fs::rename(&tmp, path)
+                .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
+        });
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written?;
     sync_dir(dir)
 }
 

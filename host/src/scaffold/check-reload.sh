@@ -12,6 +12,11 @@
 #   PREV=old.wasm ./check-reload.sh      # against a module built elsewhere
 #   HOTSWAP=path/to/hotswap ./check-reload.sh
 set -eu
+# Paths given relative to where the script was started, before it moves to its own directory.
+case ${PREV:-} in ''|/*) ;; *) PREV=$PWD/$PREV ;; esac
+case ${HOTSWAP:-} in */*) case $HOTSWAP in /*) ;; *) HOTSWAP=$PWD/$HOTSWAP ;; esac ;; esac
+case ${CARGO_TARGET_DIR:-} in ''|/*) ;; *) CARGO_TARGET_DIR=$PWD/$CARGO_TARGET_DIR ;; esac
+asked_rev=${PREV_REV:-}
 cd "$(dirname "$0")"
 hotswap=${HOTSWAP:-hotswap}
 target=${CARGO_TARGET_DIR:-target}
@@ -41,6 +46,9 @@ else
         # file name (a cdylib's has no hash), and the second could be left holding the first.
         (cd "$work/src" && CARGO_TARGET_DIR="$work/target" build)
         cp "$work/target/wasm32-wasip1/wasm/@LIB@.wasm" "$prev"
+    elif [ -n "$asked_rev" ]; then
+        echo "check-reload: PREV_REV=$asked_rev is not a commit in this clone (fetch its history: a shallow clone has none)" >&2
+        exit 1
     else
         echo "check-reload: no previous version ($PREV_REV is not a commit): checking the current version against itself" >&2
         prev=
