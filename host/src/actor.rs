@@ -60,8 +60,6 @@ pub enum Query {
     State,
     /// The app's state as it exported it (for `hotswap state --save` and `check --against`).
     Export,
-    /// Take a snapshot now; answered once it is on disk.
-    Snapshot,
     /// Change the limits (each when given) and report them.
     Limits {
         /// The call time limit.
@@ -96,6 +94,11 @@ pub enum Command {
         /// Which.
         query: Query,
         /// Who waits for the answer.
+        reply: mpsc::Sender<Response>,
+    },
+    /// Take a snapshot now (`hotswap snapshot`); answered once it is on disk.
+    Snapshot {
+        /// Who waits for the outcome.
         reply: mpsc::Sender<Response>,
     },
     /// Roll back the last swap (`hotswap rollback`).
@@ -252,41 +255,48 @@ impl Actor {
         }
     }
 
-    /// Handles one input and sends its answer.
+    /// Handles one input. Its answer is released at once, or, when the state is kept, by the
+    /// keeper once the event is in the journal.
     fn input(&mut self, input: Input, answer: Answer) -> anyhow::Result<()> {
-        if self.keeper.is_some() {
-            self.kept_input(input, answer);
-            return Ok(());
+        if let Some(keeper) = &self.keeper {
+            keeper.begin_input(&self.app);
         }
-        match (input, answer) {
-            (Input::Message(line), _) => {
-                let mut out = std::io::stdout().lock();
-                let written = self.app.message_with(&line, |reply| {
-                    out.write_all(reply).and_then(|()| out.write_all(b"\n"))
-                });
-                match written {
-                    Ok(result) => result?,
-                    Err(e) => {
-                        log(format_args!("message failed: {e}"));
-                        writeln!(out, "error: {e}")?;
-                    }
-                }
-                out.flush()?;
-            }
-            (Input::Tick { now_ms }, _) => {
-                self.tick_queued.store(false, Ordering::Release);
-                if let Err(e) = self.app.tick(now_ms) {
-                    log(format_args!("tick failed: {e}"));
-                }
-            }
-            (Input::Http(request), answer) => {
-                let response = self.http(&request);
-                if let Answer::Http(reply) = answer {
-                    let _ = reply.send(response);
-                }
+        let release = self.handle(&input, answer);
+        match &mut self.keeper {
+            Some(keeper) => keeper.end_input(&mut self.app, input, release),
+            None => {
+                let mut stdout = std::io::stdout().lock();
+                release.release(&mut stdout)?;
+                stdout.flush()?;
             }
         }
         Ok(())
+    }
+
+    /// Delivers one input to the app: the answer it owes.
+    fn handle(&mut self, input: &Input, answer: Answer) -> Release {
+        match (input, answer) {
+            (Input::Message(line), _) => {
+                let mut out = self.app.message(line).unwrap_or_else(|e| {
+                    log(format_args!("message failed: {e}"));
+                    format!("error: {e}").into_bytes()
+                });
+                out.push(b'\n');
+                Release::Stdout(out)
+            }
+            (Input::Tick { now_ms }, _) => {
+                self.tick_queued.store(false, Ordering::Release);
+                if let Err(e) = self.app.tick(*now_ms) {
+                    log(format_args!("tick failed: {e}"));
+                }
+                Release::Nothing
+            }
+            (Input::Http(request), Answer::Http(reply)) => Release::Http(reply, self.http(request)),
+            (Input::Http(request), _) => {
+                self.http(request);
+                Release::Nothing
+            }
+        }
     }
 
     /// An HTTP request's response: the app's, or a 500 (the reason goes to the log).
@@ -304,42 +314,6 @@ impl Actor {
                 ..Default::default()
             }
         })
-    }
-
-    /// An input when the state is kept: the reply is released by the keeper, once the event is
-    /// in the journal (at once without one).
-    fn kept_input(&mut self, input: Input, answer: Answer) {
-        let keeper = self.keeper.as_mut().expect("checked by the caller");
-        keeper.begin_input(&self.app);
-        let release = match (&input, answer) {
-            (Input::Message(line), _) => {
-                let mut out = match self.app.message(line) {
-                    Ok(reply) => reply,
-                    Err(e) => {
-                        log(format_args!("message failed: {e}"));
-                        format!("error: {e}").into_bytes()
-                    }
-                };
-                out.push(b'\n');
-                Release::Stdout(out)
-            }
-            (Input::Tick { now_ms }, _) => {
-                self.tick_queued.store(false, Ordering::Release);
-                if let Err(e) = self.app.tick(*now_ms) {
-                    log(format_args!("tick failed: {e}"));
-                }
-                Release::Nothing
-            }
-            (Input::Http(request), answer) => {
-                let response = self.http(request);
-                match answer {
-                    Answer::Http(reply) => Release::Http(reply, response),
-                    _ => Release::Nothing,
-                }
-            }
-        };
-        let keeper = self.keeper.as_mut().expect("checked by the caller");
-        keeper.end_input(&mut self.app, input, release);
     }
 
     /// Handles a command other than a stop.
@@ -361,10 +335,7 @@ impl Actor {
                 log(format_args!("{refused}"));
                 answer(reply, Response::failed(refused.to_string()));
             }
-            Command::Query {
-                query: Query::Snapshot,
-                reply,
-            } => self.snapshot(reply),
+            Command::Snapshot { reply } => self.snapshot(reply),
             Command::Query { query, reply } => {
                 let _ = reply.send(self.query(&query));
             }
@@ -443,7 +414,6 @@ impl Actor {
     fn query(&mut self, query: &Query) -> Response {
         match query {
             Query::Status => self.status(),
-            Query::Snapshot => Response::failed("a snapshot is answered once it is written"),
             Query::Export => match self.app.export_state() {
                 Ok(bytes) => Response {
                     ok: true,

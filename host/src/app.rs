@@ -202,7 +202,9 @@ impl App {
             return Err(Box::new(self.refused(compiled.to_string(), error)));
         }
         let budget = Instant::now() + self.runtime.limits().call_timeout();
-        self.swapped_state = self.keep_swapped.then(Vec::new);
+        // Sized from the last swap, so that keeping the copy does not reallocate in the pause.
+        let last_len = self.stats.last_state_len.unwrap_or(0);
+        self.swapped_state = self.keep_swapped.then(|| Vec::with_capacity(last_len));
         match transfer(&mut self.guest, guest, budget, &mut self.swapped_state) {
             Ok((guest, state_len, phases)) => {
                 let report = SwapReport {
@@ -299,7 +301,10 @@ fn transfer(
     new.set_budget(Some(budget));
     let started = Instant::now();
     let sink = StateSink::into_guest(new);
-    let sink = if keep.is_some() { sink.keeping() } else { sink };
+    let sink = match keep.take() {
+        Some(buffer) => sink.keeping(buffer),
+        None => sink,
+    };
     let (mut sink, exported) = old.export_state(sink);
     *keep = sink.take_kept();
     old.set_budget(None);

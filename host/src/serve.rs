@@ -322,10 +322,7 @@ fn control_handler(
                 Ok(query) => Command::Query { query, reply },
                 Err(message) => return Response::failed(message),
             },
-            Request::Snapshot => Command::Query {
-                query: Query::Snapshot,
-                reply,
-            },
+            Request::Snapshot => Command::Snapshot { reply },
             Request::Rollback => Command::Rollback { reply: Some(reply) },
             Request::Stop => Command::Stop {
                 why: "hotswap stop".into(),

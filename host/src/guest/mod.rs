@@ -245,8 +245,8 @@ impl Guest {
 
     /// Imports state bytes held by the host (a snapshot), written by `version`.
     pub(crate) fn import_bytes(&mut self, state: &[u8], version: u32) -> Result<(), CallError> {
-        let len = self.write_input(state)?;
-        self.import_state(len as u32 as usize, version)
+        self.write_input(state)?;
+        self.import_state(state.len(), version)
     }
 
     /// Makes sure the input buffer holds at least `len` bytes, so that a later input of that

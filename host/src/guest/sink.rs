@@ -39,9 +39,10 @@ impl StateSink {
         }
     }
 
-    /// Keeps a copy of the whole state as well (see [`StateSink::take_kept`]).
-    pub(crate) fn keeping(mut self) -> StateSink {
-        self.kept = Some(Vec::new());
+    /// Keeps a copy of the whole state as well, in `buffer` (see [`StateSink::take_kept`]).
+    pub(crate) fn keeping(mut self, mut buffer: Vec<u8>) -> StateSink {
+        buffer.clear();
+        self.kept = Some(buffer);
         self
     }
 

@@ -96,12 +96,10 @@ pub enum Release {
 }
 
 impl Release {
-    /// Sends the reply (stdout lines to `stdout`).
-    pub(crate) fn release(self, stdout: &mut impl std::io::Write) {
+    /// Sends the reply (stdout lines to `stdout`); only writing to `stdout` can fail.
+    pub(crate) fn release(self, stdout: &mut impl std::io::Write) -> std::io::Result<()> {
         match self {
-            Release::Stdout(line) => {
-                let _ = stdout.write_all(&line);
-            }
+            Release::Stdout(line) => return stdout.write_all(&line),
             Release::Http(reply, response) => {
                 let _ = reply.send(response);
             }
@@ -113,6 +111,7 @@ impl Release {
                 let _ = done.send(());
             }
         }
+        Ok(())
     }
 }
 
@@ -295,7 +294,8 @@ fn write_loop(
         drop(stats);
         let mut stdout = std::io::stdout().lock();
         for (.., release) in batch {
-            release.release(&mut stdout);
+            // A reader gone from stdout takes nothing from the other replies.
+            let _ = release.release(&mut stdout);
         }
         let _ = stdout.flush();
     }

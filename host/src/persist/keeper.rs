@@ -360,6 +360,6 @@ impl Keeper {
 
 fn release_now(release: Release) {
     let mut stdout = std::io::stdout().lock();
-    release.release(&mut stdout);
+    let _ = release.release(&mut stdout);
     let _ = std::io::Write::flush(&mut stdout);
 }
