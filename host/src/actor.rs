@@ -421,7 +421,7 @@ impl Actor {
                     state: Some(serde_json::json!({
                         "state_version": self.app.state_version(),
                         "module": format!("{:?}", self.app.module().hash),
-                        "hex": crate::state_check::to_hex(&bytes),
+                        "hex": crate::text::to_hex(&bytes),
                     })),
                     ..Response::default()
                 },

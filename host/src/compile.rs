@@ -26,14 +26,7 @@ impl ModuleHash {
 
     /// Reads the 64 hex digits that `{:?}` writes.
     pub fn from_hex(hex: &str) -> Option<Self> {
-        let mut hash = [0; 32];
-        if hex.len() != 64 || !hex.is_ascii() {
-            return None;
-        }
-        for (byte, pair) in hash.iter_mut().zip(hex.as_bytes().chunks(2)) {
-            *byte = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
-        }
-        Some(ModuleHash(hash))
+        crate::text::from_hex(hex)?.try_into().ok().map(ModuleHash)
     }
 }
 
@@ -47,7 +40,7 @@ impl fmt::Display for ModuleHash {
 /// All 64 hex digits.
 impl fmt::Debug for ModuleHash {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+        f.write_str(&crate::text::to_hex(&self.0))
     }
 }
 

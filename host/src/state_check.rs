@@ -91,28 +91,6 @@ pub fn accepts(
     ))
 }
 
-/// Bytes as lowercase hex.
-pub fn to_hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
-            let _ = write!(out, "{b:02x}");
-            out
-        })
-}
-
-/// Hex back to bytes; `None` if it is not hex.
-pub fn from_hex(hex: &str) -> Option<Vec<u8>> {
-    if !hex.len().is_multiple_of(2) || !hex.is_ascii() {
-        return None;
-    }
-    hex.as_bytes()
-        .chunks(2)
-        .map(|pair| u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok())
-        .collect()
-}
-
 /// The state a running host exports, as its control socket answers `Export`.
 pub fn from_answer(state: Option<&serde_json::Value>) -> anyhow::Result<(Saved, ModuleHash)> {
     let field = |name: &str| state.and_then(|s| s.get(name));
@@ -122,7 +100,7 @@ pub fn from_answer(state: Option<&serde_json::Value>) -> anyhow::Result<(Saved, 
         let state_version = u32::try_from(field("state_version")?.as_u64()?).ok()?;
         Some((
             Saved {
-                state: from_hex(hex)?,
+                state: crate::text::from_hex(hex)?,
                 state_version,
             },
             module,

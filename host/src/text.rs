@@ -78,6 +78,28 @@ pub fn log(message: std::fmt::Arguments<'_>) {
     let _ = writeln!(std::io::stderr().lock(), "hotswap: {message}");
 }
 
+/// Bytes as lowercase hex.
+pub fn to_hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
+            let _ = write!(out, "{b:02x}");
+            out
+        })
+}
+
+/// Hex (either case) back to bytes; `None` if it is not hex.
+pub fn from_hex(hex: &str) -> Option<Vec<u8>> {
+    if !hex.len().is_multiple_of(2) || !hex.is_ascii() {
+        return None;
+    }
+    hex.as_bytes()
+        .chunks(2)
+        .map(|pair| u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,5 +117,14 @@ mod tests {
         let shown = guest_text(long.as_bytes());
         assert!(shown.starts_with(&"x".repeat(MAX_GUEST_TEXT)));
         assert!(shown.ends_with("… (59000 more bytes)"), "{shown}");
+    }
+
+    #[test]
+    fn hex_round_trips_and_refuses_what_is_not_hex() {
+        assert_eq!(super::to_hex(&[0, 0xab, 0x10]), "00ab10");
+        assert_eq!(super::from_hex("00AB10"), Some(vec![0, 0xab, 0x10]));
+        for bad in ["0", "zz", "é0"] {
+            assert_eq!(super::from_hex(bad), None, "{bad}");
+        }
     }
 }
