@@ -12,6 +12,7 @@
 //! | `{"op": "reload", "module": "/abs/path.wasm"}` (no `len`: the host reads the file) | the same |
 //! | `{"op": "status"}` | `"status"`: module, origin, watched path, hash, state version and size, uptime, counters, limits, last pause |
 //! | `{"op": "state"}` | `"state"`: the state version, size, and the state in its readable form ([`crate::state_view`]) |
+//! | `{"op": "export"}` | `"state"`: `state_version`, `module` (64 hex digits) and `hex`, the state's bytes as the app exported them (for `hotswap state --save` and `check --against`) |
 //! | `{"op": "limits", "timeout_ms": T, "max_memory_mib": M}` (each optional) | `"status"`, with the limits now in force |
 //! | `{"op": "stop"}` | answered once the host has stopped gracefully |
 //! | `{"op": "snapshot"}` | answered once the snapshot is on disk |
