@@ -8,8 +8,11 @@
 //! The actor never blocks on anything but the channel and the guest. A stop finishes what is
 //! queued, then waits (at most the drain time) for the HTTP connections in flight to finish.
 
+mod deploying;
+
 use crate::app::App;
 use crate::control::Response;
+use crate::deploy::{Outcome, Plan};
 use crate::error::SwapError;
 use crate::persist::journal::Release;
 use crate::persist::keeper::Keeper;
@@ -79,6 +82,20 @@ pub enum Command {
         origin: PathBuf,
         /// Who waits for the outcome.
         reply: Reply,
+        /// What it must get through before and after its commit.
+        plan: Plan,
+    },
+    /// A trial's verdict on a version: a summary line, or why it failed.
+    Trialed {
+        /// The verdict.
+        verdict: Result<String, String>,
+        /// The version tried.
+        prepared: Box<Prepared>,
+    },
+    /// A scrape wants the metrics as they are now: publish them, then say so.
+    PublishMetrics {
+        /// Told once they are published.
+        done: mpsc::Sender<()>,
     },
     /// A version that could not be prepared.
     Refused {
@@ -149,6 +166,14 @@ pub struct Actor {
     pub drain_timeout: Duration,
     /// The state directory, when the state is kept.
     pub keeper: Option<Keeper>,
+    /// The actor's own channel, for verdicts that come back from other threads (a trial's).
+    pub events: mpsc::Sender<Event>,
+    /// A deployment under way (a trial, a shadow run or a canary), and how the last one ended.
+    pub deployments: deploying::Deployments,
+    /// Where the metrics are published, when the host serves them (`--metrics`).
+    pub metrics: Option<Arc<crate::metrics::Shared>>,
+    /// What the actor counts for the metrics, published now and then.
+    pub tally: crate::metrics::Tally,
 }
 
 /// Why the actor stopped.
@@ -173,14 +198,12 @@ impl Actor {
     pub fn run(mut self, events: mpsc::Receiver<Event>) -> anyhow::Result<(Stopped, App)> {
         let mut stopping: Option<Stopping> = None;
         let stopped = loop {
-            let event = match &stopping {
-                None => events
-                    .recv()
-                    .map_err(|_| mpsc::RecvTimeoutError::Disconnected),
-                Some(s) => events.recv_timeout(s.until.saturating_duration_since(Instant::now())),
-            };
-            let event = match event {
+            let event = match self.next_event(&events, stopping.as_ref()) {
                 Ok(event) => event,
+                Err(mpsc::RecvTimeoutError::Timeout) if stopping.is_none() => {
+                    self.deployment_due();
+                    continue;
+                }
                 Err(mpsc::RecvTimeoutError::Timeout) => {
                     let drain = self.drain_timeout.as_millis();
                     log(format_args!(
@@ -229,6 +252,35 @@ impl Actor {
         Ok((stopped, self.app))
     }
 
+    /// The next event, waiting at most until the stop's or the deployment step's deadline.
+    fn next_event(
+        &mut self,
+        events: &mpsc::Receiver<Event>,
+        stopping: Option<&Stopping>,
+    ) -> Result<Event, mpsc::RecvTimeoutError> {
+        let deadline = match stopping {
+            Some(s) => Some(s.until),
+            None => self.deployments.deadline(),
+        };
+        match deadline {
+            None => events
+                .recv()
+                .map_err(|_| mpsc::RecvTimeoutError::Disconnected),
+            Some(at) => events.recv_timeout(at.saturating_duration_since(Instant::now())),
+        }
+    }
+
+    /// Publishes the actor's tally for the metrics endpoint, if it serves one.
+    fn publish_metrics(&mut self) {
+        let Some(shared) = &self.metrics else {
+            return;
+        };
+        let stats = self.app.stats();
+        self.tally.swaps = [stats.swaps, stats.refused, self.deployments.rolled_back];
+        self.tally.memory_bytes = self.app.memory_size() as u64;
+        shared.publish(&self.tally);
+    }
+
     /// Starts a stop (or adds a waiter to one under way); whether the actor can stop at once.
     fn begin_stop(&mut self, stopping: &mut Option<Stopping>, why: String, reply: Reply) -> bool {
         if let Some(s) = stopping {
@@ -238,6 +290,7 @@ impl Actor {
         log(format_args!(
             "{why}: stopping; finishing the events in flight"
         ));
+        self.cancel_deployment("the host is stopping");
         let waiting = reply.into_iter().collect();
         let shut = self.shut_http.take();
         let until = Instant::now() + self.drain_timeout;
@@ -261,7 +314,14 @@ impl Actor {
         if let Some(keeper) = &self.keeper {
             keeper.begin_input(&self.app);
         }
-        let release = self.handle(&input, answer);
+        let started = self.metrics.is_some().then(Instant::now);
+        let (release, failure) = self.handle(&input, answer);
+        if let Some(started) = started {
+            self.count(&input, &release, failure.is_some(), started);
+        }
+        // Only while a deployment is under way: what the event gave, and the event itself.
+        let watched = (self.deployments.watching())
+            .then(|| (input.clone(), Outcome::of_release(&release, failure)));
         match &mut self.keeper {
             Some(keeper) => keeper.end_input(&mut self.app, input, release),
             None => {
@@ -270,50 +330,73 @@ impl Actor {
                 stdout.flush()?;
             }
         }
+        if let Some((input, outcome)) = watched {
+            self.watch_event(&input, outcome);
+        }
         Ok(())
     }
 
-    /// Delivers one input to the app: the answer it owes.
-    fn handle(&mut self, input: &Input, answer: Answer) -> Release {
+    /// Counts an event for the metrics (a 5xx response counts as failed).
+    fn count(&mut self, input: &Input, release: &Release, failed: bool, started: Instant) {
+        let failed = failed || matches!(release, Release::Http(_, r) if r.status >= 500);
+        if let Some(shared) = &self.metrics {
+            shared.taken();
+        }
+        self.tally.event(input, failed, started.elapsed());
+    }
+
+    /// Delivers one input to the app: the answer it owes, and why the event failed if it did.
+    fn handle(&mut self, input: &Input, answer: Answer) -> (Release, Option<String>) {
         match (input, answer) {
             (Input::Message(line), _) => {
-                let mut out = self.app.message(line).unwrap_or_else(|e| {
-                    log(format_args!("message failed: {e}"));
-                    format!("error: {e}").into_bytes()
-                });
+                let (mut out, failure) = match self.app.message(line) {
+                    Ok(reply) => (reply, None),
+                    Err(e) => {
+                        log(format_args!("message failed: {e}"));
+                        (format!("error: {e}").into_bytes(), Some(e.to_string()))
+                    }
+                };
                 out.push(b'\n');
-                Release::Stdout(out)
+                (Release::Stdout(out), failure)
             }
             (Input::Tick { now_ms }, _) => {
                 self.tick_queued.store(false, Ordering::Release);
-                if let Err(e) = self.app.tick(*now_ms) {
+                let failure = self.app.tick(*now_ms).err().map(|e| {
                     log(format_args!("tick failed: {e}"));
-                }
-                Release::Nothing
+                    e.to_string()
+                });
+                (Release::Nothing, failure)
             }
-            (Input::Http(request), Answer::Http(reply)) => Release::Http(reply, self.http(request)),
-            (Input::Http(request), _) => {
-                self.http(request);
-                Release::Nothing
+            (Input::Http(request), answer) => {
+                let (response, failure) = self.http(request);
+                match answer {
+                    Answer::Http(reply) => (Release::Http(reply, response), failure),
+                    _ => (Release::Nothing, failure),
+                }
             }
         }
     }
 
-    /// An HTTP request's response: the app's, or a 500 (the reason goes to the log).
-    fn http(&mut self, request: &http::Request) -> http::Response {
-        self.app.http(request).unwrap_or_else(|e| {
-            let (method, path) = (
-                crate::text::escape(&request.method, 100),
-                crate::text::escape(&request.path, 200),
-            );
-            log(format_args!("HTTP {method} {path} failed: {e}"));
-            http::Response {
-                status: 500,
-                // The reason is in the host's log, not for the client.
-                body: http::Bytes(b"internal error\n".to_vec()),
-                ..Default::default()
+    /// An HTTP request's response: the app's, or a 500 (the reason goes to the log) with the
+    /// reason.
+    fn http(&mut self, request: &http::Request) -> (http::Response, Option<String>) {
+        match self.app.http(request) {
+            Ok(response) => (response, None),
+            Err(e) => {
+                let (method, path) = (
+                    crate::text::escape(&request.method, 100),
+                    crate::text::escape(&request.path, 200),
+                );
+                log(format_args!("HTTP {method} {path} failed: {e}"));
+                let response = http::Response {
+                    status: 500,
+                    // The reason is in the host's log, not for the client.
+                    body: http::Bytes(b"internal error\n".to_vec()),
+                    ..Default::default()
+                };
+                (response, Some(e.to_string()))
             }
-        })
+        }
     }
 
     /// Handles a command other than a stop.
@@ -323,29 +406,36 @@ impl Actor {
                 prepared,
                 origin,
                 reply,
-            } => {
-                self.swap(*prepared, origin, reply);
-            }
+                plan,
+            } => self.deploy(prepared, origin, reply, plan),
+            Command::Trialed { verdict, prepared } => self.trialed(verdict, prepared),
             Command::Refused {
                 attempted,
                 error,
                 reply,
-            } => {
-                let refused = self.app.refused(attempted, error);
-                log(format_args!("{refused}"));
-                answer(reply, Response::failed(refused.to_string()));
-            }
+            } => self.refuse(attempted, error, reply),
             Command::Snapshot { reply } => self.snapshot(reply),
+            Command::PublishMetrics { done } => {
+                self.publish_metrics();
+                let _ = done.send(());
+            }
             Command::Query { query, reply } => {
                 let _ = reply.send(self.query(&query));
             }
             Command::Rollback { reply } => {
-                let Some(keeper) = &mut self.keeper else {
+                if self.keeper.is_none() {
                     let why = "a rollback replays the journal since the last swap, and this host keeps none: run it with --state-dir and --durable";
                     return answer(reply, Response::failed(why));
+                }
+                self.cancel_deployment("a `hotswap rollback` ran");
+                let Some(keeper) = &mut self.keeper else {
+                    return;
                 };
                 match keeper.rollback(&mut self.app, reply.clone()) {
-                    Ok(()) => self.origin = keeper.dir().module_path(&self.app.module().hash),
+                    Ok(()) => {
+                        self.origin = keeper.dir().module_path(&self.app.module().hash);
+                        self.deployments.rolled_back += 1;
+                    }
                     Err(why) => {
                         log(format_args!("rollback refused: {why}"));
                         answer(reply, Response::failed(format!("rollback refused: {why}")));
@@ -382,33 +472,58 @@ impl Actor {
         let _ = keeper.snapshot(&mut self.app, Some(done));
     }
 
-    fn swap(&mut self, prepared: Prepared, origin: PathBuf, reply: Reply) {
+    /// A refused swap to `attempted`: counted, logged and answered.
+    fn refuse(&mut self, attempted: String, error: SwapError, reply: Reply) {
+        let refused = self.app.refused(attempted, error);
+        log(format_args!("{refused}"));
+        answer(reply, Response::failed(refused.to_string()));
+    }
+
+    /// Swaps in a prepared version now (or adopts a shadow run's app). The client waiting on
+    /// `reply`, if any, is answered (the swap line, with `notes`) once the swap is journaled,
+    /// or told the refusal (already logged and counted). The swap's answer, or the refusal.
+    fn swap(
+        &mut self,
+        new: Incoming,
+        origin: PathBuf,
+        reply: Reply,
+        notes: &str,
+    ) -> Result<Response, String> {
         let from = (self.app.module().hash, self.app.state_version());
-        match self.app.swap(prepared) {
-            Ok(report) => {
-                self.state_len.store(report.state_len, Ordering::Relaxed);
-                self.origin = origin;
-                log(format_args!("{report}"));
-                let response = Response {
-                    ok: true,
-                    message: report.to_string(),
-                    swap: Some(report_json(&report)),
-                    ..Response::default()
-                };
-                match &mut self.keeper {
-                    Some(keeper) => {
-                        let release =
-                            reply.map_or(Release::Nothing, |r| Release::Control(r, response));
-                        keeper.swapped(&mut self.app, from, release);
-                    }
-                    None => answer(reply, response),
+        let report = match new {
+            Incoming::Prepared(prepared) => match self.app.swap(*prepared) {
+                Ok(report) => report,
+                Err(refused) => {
+                    log(format_args!("{refused}"));
+                    answer(reply, Response::failed(refused.to_string()));
+                    return Err(refused.to_string());
                 }
+            },
+            Incoming::Shadow(app) => self.app.adopt(*app),
+        };
+        self.state_len.store(report.state_len, Ordering::Relaxed);
+        self.tally.swapped(&report);
+        self.origin = origin;
+        log(format_args!("{report}"));
+        let message = match notes {
+            "" => report.to_string(),
+            notes => format!("{report}; {notes}"),
+        };
+        let response = Response {
+            ok: true,
+            message,
+            swap: Some(report_json(&report)),
+            ..Response::default()
+        };
+        match &mut self.keeper {
+            Some(keeper) => {
+                let release =
+                    reply.map_or(Release::Nothing, |r| Release::Control(r, response.clone()));
+                keeper.swapped(&mut self.app, from, release);
             }
-            Err(refused) => {
-                log(format_args!("{refused}"));
-                answer(reply, Response::failed(refused.to_string()));
-            }
+            None => answer(reply, response.clone()),
         }
+        Ok(response)
     }
 
     fn query(&mut self, query: &Query) -> Response {
@@ -488,6 +603,10 @@ impl Actor {
             Some(keeper) => format!("{message}; {}", keeper.status().0),
             None => message,
         };
+        let message = match self.deployments.status() {
+            Some(deploying) => format!("{message}; {deploying}"),
+            None => message,
+        };
         Response {
             ok: true,
             message,
@@ -521,8 +640,17 @@ impl Actor {
                 "max_memory_bytes": limits.max_memory(),
             },
             "state_dir": self.keeper.as_ref().map(|k| k.status().1),
+            "deployment": self.deployments.status_json(),
         })
     }
+}
+
+/// What a swap puts in place of the running version.
+enum Incoming {
+    /// A prepared version, which takes the running version's state.
+    Prepared(Box<Prepared>),
+    /// A shadow run's app, with the state it built.
+    Shadow(Box<App>),
 }
 
 fn answer(reply: Reply, response: Response) {
@@ -547,5 +675,6 @@ fn report_json(report: &SwapReport) -> serde_json::Value {
         "copy_us": us(report.phases.copy),
         "import_us": us(report.phases.import),
         "verify_us": us(report.phases.verify),
+        "kept_shadow_state": report.kept_shadow_state,
     })
 }

@@ -217,6 +217,7 @@ impl App {
                     cached: compiled.cached,
                     prepare_time,
                     phases,
+                    kept_shadow_state: false,
                 };
                 self.commit(compiled, guest);
                 self.stats.swaps += 1;
@@ -235,6 +236,39 @@ impl App {
                 refused.recovery = recovery;
                 Err(Box::new(refused))
             }
+        }
+    }
+
+    /// Commits `other`'s instance in place of the running one, with the state it holds: a swap
+    /// with no export and no import. For a shadow run's app, which imported a copy of this
+    /// app's state and has handled every event since, as this one has.
+    pub fn adopt(&mut self, other: App) -> SwapReport {
+        let started = Instant::now();
+        let from = self.compiled.to_string();
+        let from_state_version = self.guest.state_version();
+        let App {
+            compiled, guest, ..
+        } = other;
+        let to = compiled.to_string();
+        let (compile_time, cached) = (compiled.compile_time, compiled.cached);
+        self.commit(compiled, guest);
+        let pause = started.elapsed();
+        self.stats.swaps += 1;
+        self.stats.last_pause = Some(pause);
+        SwapReport {
+            from,
+            to,
+            from_state_version,
+            to_state_version: self.guest.state_version(),
+            state_len: 0,
+            compile_time,
+            cached,
+            prepare_time: std::time::Duration::ZERO,
+            phases: Phases {
+                pause,
+                ..Phases::default()
+            },
+            kept_shadow_state: true,
         }
     }
 

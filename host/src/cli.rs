@@ -26,6 +26,11 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+    /// The log on stderr: `human` lines (`hotswap: ...`) or `json` objects, one per line, for
+    /// log shippers. RUST_LOG filters it (default `info`; `RUST_LOG=guest=off` drops the
+    /// guest's own output).
+    #[arg(long, global = true, value_name = "FORMAT", default_value = "human")]
+    pub log_format: crate::text::LogFormat,
 }
 
 /// The subcommands.
@@ -107,6 +112,57 @@ pub struct ReloadArgs {
     /// How to reach the host.
     #[command(flatten)]
     pub control: ControlArgs,
+    /// Deploying it.
+    #[command(flatten)]
+    pub deploy: DeployArgs,
+}
+
+/// What a new version must get through before and after its commit (`hotswap reload`, and
+/// `hotswap run --watch` for every version it finds). Without these, a swap commits as soon
+/// as the new version has taken the state.
+#[derive(Clone, Debug, Args)]
+pub struct DeployArgs {
+    /// Before the commit, the new version imports a copy of the state in a throwaway instance
+    /// and replays the last N journaled events; a trap, an error status or an HTTP 5xx
+    /// refuses the swap, naming the event. Needs a host run with --state-dir DIR --durable.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=crate::deploy::MAX_TRIAL))]
+    pub trial: Option<u64>,
+    /// Before the commit, the new version also handles a copy of every live event for this
+    /// long (500ms, 30s, 5m, 1h), in a throwaway instance with a copy of the state, while the
+    /// running version keeps answering every client; a failure refuses the swap.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub shadow: Option<Duration>,
+    /// In the shadow run, every reply must also be the running version's (for a refactor).
+    #[arg(long, requires = "shadow")]
+    pub expect_same: bool,
+    /// After a shadow run whose every reply matched, commit the new version with the state it
+    /// built itself: no export, no import, so no pause at any state size. Only on a host
+    /// without --state-dir (the journal could not rebuild that state).
+    #[arg(long, requires = "expect_same")]
+    pub keep_shadow_state: bool,
+    /// After the commit, watch the new version for this long: more than --max-errors failures
+    /// (traps, error statuses, HTTP 5xx) roll the swap back by themselves (the journal's
+    /// rollback). Needs --state-dir DIR --durable. The reload waits for the window to end.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub canary: Option<Duration>,
+    /// The failures the canary tolerates; one more rolls the swap back.
+    #[arg(long, value_name = "K", default_value_t = 0, requires = "canary")]
+    pub max_errors: u64,
+}
+
+impl DeployArgs {
+    /// The plan these flags ask for.
+    pub fn plan(&self) -> crate::deploy::Plan {
+        let ms = |d: Duration| d.as_millis().min(u64::MAX as u128) as u64;
+        crate::deploy::Plan {
+            trial: self.trial,
+            shadow_ms: self.shadow.map(ms),
+            expect_same: self.expect_same,
+            keep_shadow_state: self.keep_shadow_state,
+            canary_ms: self.canary.map(ms),
+            max_errors: self.max_errors,
+        }
+    }
 }
 
 /// `hotswap limits`.
@@ -162,6 +218,14 @@ pub struct RunArgs {
     /// Limits on the guest.
     #[command(flatten)]
     pub limits: LimitArgs,
+    /// Deploying each version --watch finds.
+    #[command(flatten)]
+    pub deploy: DeployArgs,
+    /// Serve Prometheus metrics at http://ADDR/metrics (events by kind and outcome, event
+    /// latency, queue depth, swaps, pauses by phase, state size, memory, HTTP connections,
+    /// journal fsyncs). 127.0.0.1:9464, say; port 0 picks a free one (logged).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 /// Keeping the app's state across restarts, crashes and host upgrades.
@@ -198,21 +262,38 @@ impl PersistArgs {
 }
 
 fn parse_every(arg: &str) -> Result<Every, String> {
-    let digits = arg.trim_end_matches(|c: char| c.is_ascii_alphabetic());
-    let n: u64 = digits.parse().map_err(|_| {
-        "expected a number of events, or a period such as 500ms, 30s or 5m".to_owned()
-    })?;
-    let every = match &arg[digits.len()..] {
-        "" => Every::Events(n),
-        "ms" => Every::Time(Duration::from_millis(n)),
-        "s" => Every::Time(Duration::from_secs(n)),
-        "m" => Every::Time(Duration::from_secs(n.saturating_mul(60))),
-        unit => return Err(format!("unknown unit {unit:?}: use ms, s or m")),
+    let every = match arg.parse::<u64>() {
+        Ok(n) => Every::Events(n),
+        Err(_) if arg.starts_with(|c: char| c.is_ascii_digit()) => {
+            Every::Time(parse_duration(arg)?)
+        }
+        Err(_) => {
+            return Err("expected a number of events, or a period such as 500ms, 30s or 5m".into());
+        }
     };
     match every {
         Every::Events(0) => Err("at least 1 event".into()),
-        Every::Time(d) if d.is_zero() => Err("a period longer than 0".into()),
         every => Ok(every),
+    }
+}
+
+/// A duration with its unit: 500ms, 30s, 5m, 1h; longer than 0.
+fn parse_duration(arg: &str) -> Result<Duration, String> {
+    let digits = arg.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| "expected a duration such as 500ms, 30s, 5m or 1h".to_owned())?;
+    let d = match &arg[digits.len()..] {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        "h" => Duration::from_secs(n.saturating_mul(3600)),
+        "" => return Err(format!("{n} what? add a unit: {n}ms, {n}s, {n}m or {n}h")),
+        unit => return Err(format!("unknown unit {unit:?}: use ms, s, m or h")),
+    };
+    match d.is_zero() {
+        true => Err("a duration longer than 0".into()),
+        false => Ok(d),
     }
 }
 
@@ -350,10 +431,12 @@ impl LimitArgs {
 /// The whole `hotswap` command: parse the command line, run it, print any error's whole chain
 /// on stderr, and map the outcome to the exit status (0 success, 1 failure, 2 bad usage).
 pub fn main() -> std::process::ExitCode {
-    match execute(Cli::parse()) {
+    let cli = Cli::parse();
+    crate::text::init_log(cli.log_format);
+    match execute(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("hotswap: error: {e:#}");
+            tracing::error!(target: "hotswap", "error: {e:#}");
             std::process::ExitCode::FAILURE
         }
     }
@@ -378,7 +461,20 @@ pub fn execute(cli: Cli) -> anyhow::Result<()> {
                 http_options: args.http.options(),
                 drain_timeout: Duration::from_millis(args.drain_timeout),
                 persist: args.persist.options(),
+                deploy: args.deploy.plan(),
+                metrics: args.metrics,
             };
+            let persist = options.persist.as_ref();
+            let durable = persist.is_some_and(|p| p.durable);
+            if !options.deploy.is_plain() && !options.watch {
+                anyhow::bail!(
+                    "--trial, --shadow and --canary on `hotswap run` deploy the versions --watch finds: add --watch, or pass them to `hotswap reload`"
+                );
+            }
+            options
+                .deploy
+                .check(durable, persist.is_some())
+                .map_err(anyhow::Error::msg)?;
             run(Runtime::new(config)?, &options)
         }
         Command::Check(args) => check(&args),
@@ -387,11 +483,16 @@ pub fn execute(cli: Cli) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot resolve {}", args.module.display()))?;
             let bytes = read_for_reload(&module)?;
             let len = Some(bytes.len() as u64);
-            ask(
-                &args.control,
-                &Request::Reload { module, len },
-                Some(&bytes),
-            )
+            let plan = args.deploy.plan();
+            if !plan.is_plain() {
+                eprintln!(
+                    "hotswap: deploying {} with {}; waiting for the outcome",
+                    args.module.display(),
+                    plan.describe()
+                );
+            }
+            let request = Request::Reload { module, len, plan };
+            ask(&args.control, &request, Some(&bytes))
         }
         Command::Status(args) => ask(&args, &Request::Status, None),
         Command::State(args) => match &args.save {

@@ -10,6 +10,7 @@
 //! |---|---|
 //! | `{"op": "reload", "module": "/path/v2.wasm", "len": N}` + N bytes | `"swap"`: the swap report, when `"ok"` is true |
 //! | `{"op": "reload", "module": "/abs/path.wasm"}` (no `len`: the host reads the file) | the same |
+//! | either, with `"plan": {"trial": N, "shadow_ms": MS, "expect_same": true, "keep_shadow_state": true, "canary_ms": MS, "max_errors": K}` (each optional; [`crate::deploy::Plan`]) | answered when the deployment ends: committed (and its canary passed), or refused, or rolled back |
 //! | `{"op": "status"}` | `"status"`: module, origin, watched path, hash, state version and size, uptime, counters, limits, last pause |
 //! | `{"op": "state"}` | `"state"`: the state version, size, and the state in its readable form ([`crate::state_view`]) |
 //! | `{"op": "export"}` | `"state"`: `state_version`, `module` (64 hex digits) and `hex`, the state's bytes as the app exported them (for `hotswap state --save` and `check --against`) |
@@ -59,6 +60,9 @@ pub enum Request {
         /// The module's size, when its bytes follow the request line.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         len: Option<u64>,
+        /// How it is deployed: a trial, a shadow run, a canary ([`crate::deploy::Plan`]).
+        #[serde(default, skip_serializing_if = "crate::deploy::Plan::is_default")]
+        plan: crate::deploy::Plan,
     },
     /// Report the host's status.
     Status,
@@ -347,6 +351,7 @@ fn read_request(
     let Request::Reload {
         len: Some(len),
         module,
+        ..
     } = &request
     else {
         return Ok((request, None));

@@ -195,6 +195,15 @@ pub enum SwapError {
     /// leave an app that can never move on.
     #[error("the new version imported the state but cannot export it: {0}")]
     Verify(CallError),
+    /// The deployment asked for cannot run on this host, or another one is under way.
+    #[error("{0}")]
+    Deploy(String),
+    /// The new version failed its trial on the journaled events.
+    #[error("the trial failed: {0}")]
+    Trial(String),
+    /// The new version failed its shadow run on live events.
+    #[error("the shadow run failed: {0}")]
+    Shadow(String),
 }
 
 /// The host imports a guest may use, for messages.

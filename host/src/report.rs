@@ -63,6 +63,8 @@ pub struct SwapReport {
     pub prepare_time: Duration,
     /// The pause and its phases.
     pub phases: Phases,
+    /// The new version kept the state it built in its shadow run: nothing was carried over.
+    pub kept_shadow_state: bool,
 }
 
 impl fmt::Display for SwapReport {
@@ -73,6 +75,17 @@ impl fmt::Display for SwapReport {
             format!("compile {}", format_duration(self.compile_time))
         };
         let p = &self.phases;
+        if self.kept_shadow_state {
+            return write!(
+                f,
+                "swapped {} → {}: state v{} → v{}, the new version kept the state it built in its shadow run (nothing carried over), {compile}, pause {}",
+                self.from,
+                self.to,
+                self.from_state_version,
+                self.to_state_version,
+                format_duration(p.pause),
+            );
+        }
         write!(
             f,
             "swapped {} → {}: state v{} → v{}, {}, {compile}, pause {} (export {} + copy {} + import {} + verify {})",

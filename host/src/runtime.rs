@@ -113,6 +113,18 @@ impl Runtime {
         })
     }
 
+    /// A fresh instance of a module compiled before, ready to take a state (a trial's or a
+    /// shadow run's throwaway instance).
+    pub fn prepare_compiled(&self, compiled: &Compiled) -> Result<Prepared, SwapError> {
+        let started = Instant::now();
+        let guest = self.instantiate(compiled)?;
+        Ok(Prepared {
+            compiled: compiled.clone(),
+            guest,
+            prepare_time: started.elapsed(),
+        })
+    }
+
     /// [`Runtime::prepare`] for a module file.
     pub fn prepare_file(&self, path: &Path) -> Result<Prepared, SwapError> {
         let bytes = read_module(path, self.config.max_module)?;

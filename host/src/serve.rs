@@ -13,8 +13,10 @@ use crate::actor::{Actor, Command, Event, Input, Query, Reply, Stopped, log};
 use crate::app::App;
 use crate::compile::{ModuleHash, display_name, read_module};
 use crate::control::{self, Request, Response, SocketFile};
+use crate::deploy::Plan;
 use crate::error::{CallError, SwapError};
 use crate::http::HttpOptions;
+use crate::metrics::{Shared, Source};
 use crate::persist::StateDir;
 use crate::persist::keeper::{Keeper, PersistOptions};
 use crate::report::format_duration;
@@ -50,6 +52,10 @@ pub struct RunOptions {
     pub drain_timeout: Duration,
     /// Where and how the app's state is kept, if it is.
     pub persist: Option<PersistOptions>,
+    /// How each version found by the watcher is deployed.
+    pub deploy: Plan,
+    /// Serve Prometheus metrics on this address.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// The smallest input buffer a new version reserves before its swap: small states and the first
@@ -86,11 +92,16 @@ pub fn run(runtime: Arc<Runtime>, options: &RunOptions) -> anyhow::Result<()> {
     };
     let (tx, rx) = mpsc::channel();
     spawn_signals(tx.clone(), socket.clone())?;
+    let metrics = options.metrics.map(|_| Arc::new(Shared::default()));
     let http = match options.http {
-        Some(addr) => Some(start_http(addr, options, tx.clone())?),
+        Some(addr) => Some(start_http(addr, options, tx.clone(), metrics.clone())?),
         None => None,
     };
-    spawn("hotswap-stdin", read_stdin(tx.clone()))?;
+    if let (Some(addr), Some(shared)) = (options.metrics, &metrics) {
+        *shared.actor.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx.clone());
+        start_metrics(addr, shared, http.as_ref(), keeper.as_ref())?;
+    }
+    spawn("hotswap-stdin", read_stdin(tx.clone(), metrics.clone()))?;
     let tick_queued = Arc::new(AtomicBool::new(false));
     if let Some(period) = options.tick {
         spawn(
@@ -111,6 +122,7 @@ pub fn run(runtime: Arc<Runtime>, options: &RunOptions) -> anyhow::Result<()> {
         )?),
         false => None,
     };
+    let events = tx.clone();
     drop(tx);
     let actor = Actor {
         app,
@@ -123,6 +135,10 @@ pub fn run(runtime: Arc<Runtime>, options: &RunOptions) -> anyhow::Result<()> {
         shut_http: http.map(|h| Box::new(h.shutdown_handle()) as Box<dyn FnOnce()>),
         drain_timeout: options.drain_timeout,
         keeper,
+        events,
+        deployments: Default::default(),
+        metrics,
+        tally: Default::default(),
     };
     let (stopped, app) = actor.run(rx)?;
     log_stop(stopped, &app);
@@ -194,16 +210,40 @@ fn start_app(
     Ok((app, None))
 }
 
+/// Serves the metrics on `addr`, with what the HTTP server and the journal keep.
+fn start_metrics(
+    addr: SocketAddr,
+    shared: &Arc<Shared>,
+    http: Option<&crate::http::HttpServer>,
+    keeper: Option<&Keeper>,
+) -> anyhow::Result<()> {
+    *shared.connections.lock().unwrap_or_else(|e| e.into_inner()) = http.map(|h| h.connections());
+    *shared.journal.lock().unwrap_or_else(|e| e.into_inner()) =
+        keeper.and_then(|k| k.journal_counters());
+    let bound = crate::metrics::start(addr, shared.clone())?;
+    log(format_args!("serving metrics on http://{bound}/metrics"));
+    Ok(())
+}
+
+/// Counts an input sent to the actor from `source`'s thread, when the metrics count them.
+fn sent(metrics: &Option<Arc<Shared>>, source: Source) {
+    if let Some(metrics) = metrics {
+        metrics.sent(source);
+    }
+}
+
 fn start_http(
     addr: SocketAddr,
     options: &RunOptions,
     tx: mpsc::Sender<Event>,
+    metrics: Option<Arc<Shared>>,
 ) -> anyhow::Result<crate::http::HttpServer> {
     let listener = std::net::TcpListener::bind(addr)
         .with_context(|| format!("cannot listen for HTTP on {addr}"))?;
     let bound = listener.local_addr()?;
     let submit_tx = tx.clone();
     let submit: crate::http::Submit = Arc::new(move |job: crate::http::Job| {
+        sent(&metrics, Source::Http);
         let event = Event::Input(
             Input::Http(job.request),
             crate::actor::Answer::Http(job.reply),
@@ -232,10 +272,12 @@ fn start_watch(
 ) -> anyhow::Result<crate::watch::ModuleWatcher> {
     let path = &options.module;
     let (runtime, hints, source) = (runtime.clone(), hints.clone(), path.clone());
+    let plan = options.deploy.clone();
     let max_module = runtime.config().max_module;
     let on_change = move |change| match change {
         Change::Content(bytes) => {
             let command = prepare(&runtime, &source, &bytes, &hints, serves_http, None);
+            let command = with_plan(command, &plan);
             let _ = tx.send(Event::Command(command));
         }
         Change::Error(message) => log(format_args!("{message}")),
@@ -286,7 +328,7 @@ fn control_handler(
     Arc::new(move |request, bytes| {
         let (reply, answer) = mpsc::channel();
         let command = match request {
-            Request::Reload { module, .. } => {
+            Request::Reload { module, plan, .. } => {
                 background_priority();
                 log(format_args!(
                     "control: reload {}",
@@ -295,7 +337,10 @@ fn control_handler(
                 let bytes =
                     bytes.map_or_else(|| read_module(&module, runtime.config().max_module), Ok);
                 match bytes {
-                    Ok(bytes) => prepare(&runtime, &module, &bytes, &hints, http, Some(reply)),
+                    Ok(bytes) => with_plan(
+                        prepare(&runtime, &module, &bytes, &hints, http, Some(reply)),
+                        &plan,
+                    ),
                     Err(error) => Command::Refused {
                         attempted: display_name(&module),
                         error,
@@ -378,7 +423,10 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> anyhow::Result<()> {
 }
 
 /// Sends each stdin line (without its line ending) as a message, then the end of stdin.
-fn read_stdin(tx: mpsc::Sender<Event>) -> impl FnOnce() + Send + 'static {
+fn read_stdin(
+    tx: mpsc::Sender<Event>,
+    metrics: Option<Arc<Shared>>,
+) -> impl FnOnce() + Send + 'static {
     move || {
         let mut stdin = std::io::stdin().lock();
         let mut line = Vec::new();
@@ -394,6 +442,7 @@ fn read_stdin(tx: mpsc::Sender<Event>) -> impl FnOnce() + Send + 'static {
                         line.pop();
                     }
                     let input = Input::Message(std::mem::take(&mut line));
+                    sent(&metrics, Source::Stdin);
                     if tx
                         .send(Event::Input(input, crate::actor::Answer::Stdout))
                         .is_err()
@@ -464,6 +513,24 @@ impl Hints {
     }
 }
 
+/// A prepared version's command, deployed by `plan`.
+fn with_plan(command: Command, plan: &Plan) -> Command {
+    match command {
+        Command::Swap {
+            prepared,
+            origin,
+            reply,
+            ..
+        } => Command::Swap {
+            prepared,
+            origin,
+            reply,
+            plan: plan.clone(),
+        },
+        other => other,
+    }
+}
+
 /// Prepares a new version off the app's thread: the command that carries it, or its refusal.
 fn prepare(
     runtime: &Runtime,
@@ -504,6 +571,7 @@ fn prepare(
                 prepared: Box::new(prepared),
                 origin: source.to_owned(),
                 reply,
+                plan: Plan::default(),
             }
         }
         Err(error) => Command::Refused {

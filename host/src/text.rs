@@ -71,11 +71,85 @@ pub fn bytes(n: usize) -> String {
     }
 }
 
-/// The host's own log line, on stderr (a closed stderr is not the host's failure: the line is
-/// dropped).
+/// The host's own log line: a `tracing` event at INFO (target `hotswap`), written as
+/// `hotswap: MESSAGE` on stderr unless [`init_log`] chose JSON. Without a subscriber (the
+/// library in another program), the line goes to stderr as it is; a closed stderr is not the
+/// host's failure: the line is dropped.
 pub fn log(message: std::fmt::Arguments<'_>) {
+    emit("hotswap", message);
+}
+
+/// A line of the guest's own output (already escaped): target `guest`, `guest: LINE`.
+pub fn guest_log(line: &str) {
+    emit("guest", format_args!("{line}"));
+}
+
+fn emit(target: &'static str, message: std::fmt::Arguments<'_>) {
     use std::io::Write as _;
-    let _ = writeln!(std::io::stderr().lock(), "hotswap: {message}");
+    if !tracing::dispatcher::has_been_set() {
+        let _ = writeln!(std::io::stderr().lock(), "{target}: {message}");
+    } else if target == "guest" {
+        tracing::info!(target: "guest", "{message}");
+    } else {
+        tracing::info!(target: "hotswap", "{message}");
+    }
+}
+
+/// How the host writes its log.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One line a person reads: `hotswap: MESSAGE` (`guest: LINE` for the guest's output).
+    #[default]
+    Human,
+    /// One JSON object per line (timestamp, level, target, message), for log shippers.
+    Json,
+}
+
+/// The log's filter without `RUST_LOG`: the host's lines and the guest's output, and only
+/// warnings from the libraries underneath.
+const DEFAULT_FILTER: &str = "warn,hotswap=info,guest=info";
+
+/// Installs the log's subscriber: `format` on stderr, filtered by `RUST_LOG` (default: the host's lines and the guest's output at `info`;
+/// `RUST_LOG=guest=off` silences the guest's output, for one).
+pub fn init_log(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let (filter, bad) = match std::env::var("RUST_LOG") {
+        Ok(spec) => match EnvFilter::try_new(&spec) {
+            Ok(filter) => (filter, None),
+            Err(e) => (EnvFilter::new(DEFAULT_FILTER), Some(format!("{e}"))),
+        },
+        Err(_) => (EnvFilter::new(DEFAULT_FILTER), None),
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Human => builder.event_format(HumanLine).try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+    if let Some(e) = bad {
+        tracing::warn!(target: "hotswap", "RUST_LOG is not a valid filter ({}): using the default filter", escape(&e, 200));
+    }
+}
+
+/// `TARGET: MESSAGE`, the log's human format.
+struct HumanLine;
+
+impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for HumanLine
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        write!(writer, "{}: ", event.metadata().target())?;
+        ctx.field_format().format_fields(writer.by_ref(), event)?;
+        writeln!(writer)
+    }
 }
 
 /// Bytes as lowercase hex.

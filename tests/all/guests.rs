@@ -478,3 +478,21 @@ pub fn changed_reply() {
     assert_eq!(found.len(), 1, "{report:#}");
     assert_eq!((found[0].0.as_str(), found[0].2), ("differs", Some(2)));
 }
+
+/// A version that takes counter v1's state and works, until a command it does not know
+/// panics: a plain swap cannot tell (see `deploy.rs` for the trial, shadow run and canary
+/// that do).
+#[test]
+pub fn panicking_command() {
+    let runtime = runtime();
+    let mut app = start(&runtime, COUNTER_V1);
+    send(&mut app, "inc");
+    swap(&mut app, PANICKING_COMMAND);
+    assert_eq!(send(&mut app, "inc"), "counter v2: value=6");
+    let error = app.message(b"oops").unwrap_err();
+    assert!(
+        error.to_string().contains("unknown command \"oops\""),
+        "{error}"
+    );
+    assert_eq!(send(&mut app, "get"), "counter v2: value=6");
+}

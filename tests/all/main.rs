@@ -2,6 +2,7 @@
 //! malformed modules are inline WAT.
 
 mod cli;
+mod deploy;
 mod evolution;
 mod failures;
 mod guests;
@@ -9,6 +10,7 @@ mod hostile;
 mod http;
 mod limits;
 mod memory;
+mod metrics;
 mod operators;
 mod persist;
 mod property;

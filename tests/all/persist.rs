@@ -18,9 +18,9 @@ fn state_dir(dir: &TempDir) -> String {
 }
 
 /// A host and what it logged as it started.
-struct Started {
-    host: Running,
-    socket: String,
+pub(crate) struct Started {
+    pub host: Running,
+    pub socket: String,
     log: Vec<String>,
 }
 
@@ -36,7 +36,7 @@ impl Started {
 
 /// `hotswap run MODULE --state-dir DIR/state --control DIR/control.sock EXTRA…` reading
 /// messages on stdin, once its control socket listens.
-fn keeping(module: &str, dir: &TempDir, extra: &[&str]) -> Started {
+pub(crate) fn keeping(module: &str, dir: &TempDir, extra: &[&str]) -> Started {
     let (state, socket) = (state_dir(dir), control_socket(dir));
     let mut args = vec!["run", module, "--state-dir", &state, "--control", &socket];
     args.extend_from_slice(extra);
@@ -55,12 +55,12 @@ fn keeping(module: &str, dir: &TempDir, extra: &[&str]) -> Started {
 }
 
 /// `hotswap state --json`'s decoded state.
-fn state_json(socket: &str) -> serde_json::Value {
+pub(crate) fn state_json(socket: &str) -> serde_json::Value {
     control_json("state", socket)["state"]["value"].clone()
 }
 
 /// Stops the host through its control socket and checks it exited cleanly.
-fn stop(mut host: Running, socket: &str) {
+pub(crate) fn stop(mut host: Running, socket: &str) {
     drop(host.stdin.take());
     let _ = client(&["stop", "--control", socket], b"");
     let status = exit_of(&mut host);

@@ -148,7 +148,16 @@ fn swap(swapper: Swapper, socket: &Path, module: &str) -> Swap {
     let response = match swapper {
         Swapper::Socket => {
             let module = PathBuf::from(module).canonicalize().unwrap();
-            control::send(socket, &Request::Reload { module, len: None }, None).expect("reload")
+            control::send(
+                socket,
+                &Request::Reload {
+                    module,
+                    len: None,
+                    plan: Default::default(),
+                },
+                None,
+            )
+            .expect("reload")
         }
         Swapper::Process => {
             let output = Command::new(HOTSWAP)

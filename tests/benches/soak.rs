@@ -126,6 +126,7 @@ fn spawn_swapper(
             let request = Request::Reload {
                 module: path.into(),
                 len: Some(bytes.len() as u64),
+                plan: Default::default(),
             };
             match control::send(&socket, &request, Some(bytes)) {
                 Ok(answer) if answer.ok => tally.swaps.fetch_add(1, Ordering::Relaxed),

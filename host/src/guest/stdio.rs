@@ -4,7 +4,6 @@
 
 use crate::text::escape;
 use bytes::Bytes;
-use std::io::Write as _;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -55,7 +54,7 @@ impl Drop for GuestOutput {
 fn emit(line: &[u8]) {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let text = escape(&String::from_utf8_lossy(line), MAX_LINE);
-    let _ = writeln!(std::io::stderr().lock(), "guest: {text}");
+    crate::text::guest_log(&text);
 }
 
 impl IsTerminal for GuestOutput {

@@ -115,8 +115,8 @@ impl Release {
     }
 }
 
-/// The journal writer's counters, for `hotswap status`.
-#[derive(Clone, Debug, Default)]
+/// The journal writer's counters, for `hotswap status` and the metrics.
+#[derive(Clone, Debug)]
 pub struct Synced {
     /// Records on disk.
     pub records: u64,
@@ -128,6 +128,21 @@ pub struct Synced {
     pub max_fsync: Duration,
     /// The first failure to write or sync: no reply is released after it.
     pub error: Option<String>,
+    /// Every fsync's duration.
+    pub fsync_seconds: crate::metrics::Histogram,
+}
+
+impl Default for Synced {
+    fn default() -> Self {
+        Synced {
+            records: 0,
+            fsyncs: 0,
+            last_fsync: Duration::ZERO,
+            max_fsync: Duration::ZERO,
+            error: None,
+            fsync_seconds: crate::metrics::Histogram::fsync(),
+        }
+    }
 }
 
 /// Appends records from the app's thread; a thread of its own writes and syncs them.
@@ -279,6 +294,7 @@ fn write_loop(
                 stats.fsyncs += 1;
                 stats.last_fsync = took;
                 stats.max_fsync = stats.max_fsync.max(took);
+                stats.fsync_seconds.observe(took);
             }
             Err(e) => {
                 // Nothing in this batch is acknowledged: its replies are dropped, which tells
@@ -392,6 +408,32 @@ pub fn inputs_of_segment(bytes: &[u8]) -> anyhow::Result<Vec<Input>> {
             _ => None,
         })
         .collect())
+}
+
+/// The last `n` events on disk (or all there are), oldest first, for a trial. Read only: a
+/// segment being written may end in a record cut short, and the events before it count.
+pub fn last_inputs(dir: &StateDir, n: usize) -> anyhow::Result<Vec<Input>> {
+    let mut newest_first: Vec<Vec<Input>> = Vec::new();
+    let mut count = 0;
+    for (_, path) in segments(dir).iter().rev() {
+        if count >= n {
+            break;
+        }
+        let bytes = super::read_file(path, super::MAX_FILE)?;
+        let mut entries = Vec::new();
+        let _ = parse_segment(&bytes, None, &mut entries);
+        let inputs: Vec<Input> = (entries.into_iter())
+            .filter_map(|e| match e.record {
+                Record::Input { input, .. } => Some(input),
+                _ => None,
+            })
+            .collect();
+        count += inputs.len();
+        newest_first.push(inputs);
+    }
+    let mut all: Vec<Input> = newest_first.into_iter().rev().flatten().collect();
+    all.drain(..all.len().saturating_sub(n));
+    Ok(all)
 }
 
 /// Reads a segment's records into `entries`; how many bytes were good, and why the rest was not.

@@ -302,6 +302,13 @@ impl Keeper {
         Ok(())
     }
 
+    /// The journal writer's counters, when it keeps a journal (for the metrics).
+    pub fn journal_counters(
+        &self,
+    ) -> Option<std::sync::Arc<std::sync::Mutex<super::journal::Synced>>> {
+        self.journal.as_ref().map(|j| j.synced.clone())
+    }
+
     /// A line and a JSON object about the state directory, for `hotswap status`.
     pub fn status(&self) -> (String, serde_json::Value) {
         let written = self
