@@ -14,7 +14,8 @@
 //! them: [`actor`] (the one thread that owns the app and handles its events), [`serve`] (the
 //! `run` command, wiring every source of events to the actor), [`watch`] (new versions from a
 //! file), [`control`] (the control socket), [`http`] (HTTP in front of the app), [`state_view`]
-//! (the state as an operator reads it) and [`cli`]. [`testing`] drives an app from an app
+//! (the state as an operator reads it), [`deploy`] (a new version's trial, shadow run and
+//! canary), [`metrics`] (Prometheus) and [`cli`]. [`testing`] drives an app from an app
 //! author's own `cargo test`, and [`scaffold`] writes a new app's crate (`hotswap new`).
 //!
 //! ```no_run

@@ -396,7 +396,7 @@ const MAX_REQUEST: u64 = 8 * 1024;
 const SCRAPE_TIME: Duration = Duration::from_secs(5);
 
 /// The most scrapes answered at once; a connection beyond them is closed at once.
-const MAX_SCRAPES: usize = 8;
+pub const MAX_SCRAPES: usize = 8;
 
 /// Serves `GET /metrics` on `listener`, each connection on a thread of its own (at most
 /// [`MAX_SCRAPES`] at once), until the process ends.
