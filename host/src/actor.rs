@@ -12,13 +12,14 @@ mod deploying;
 
 use crate::app::App;
 use crate::control::Response;
-use crate::deploy::{Outcome, Plan};
+use crate::deploy::{Outcome, Plan, describe_input};
 use crate::error::SwapError;
 use crate::persist::journal::Release;
 use crate::persist::keeper::Keeper;
 use crate::report::{SwapReport, format_duration};
 use crate::runtime::Prepared;
 pub use crate::text::log;
+use deploying::{Watch, Watched};
 use hotswap_abi::http;
 use serde_json::json;
 use std::io::Write as _;
@@ -278,6 +279,7 @@ impl Actor {
         let stats = self.app.stats();
         self.tally.swaps = [stats.swaps, stats.refused, self.deployments.rolled_back];
         self.tally.memory_bytes = self.app.memory_size() as u64;
+        self.tally.state_bytes = stats.last_state_len.unwrap_or(0) as u64;
         shared.publish(&self.tally);
     }
 
@@ -317,11 +319,19 @@ impl Actor {
         let started = self.metrics.is_some().then(Instant::now);
         let (release, failure) = self.handle(&input, answer);
         if let Some(started) = started {
-            self.count(&input, &release, failure.is_some(), started);
+            self.count(&input, failure.is_some(), started);
         }
-        // Only while a deployment is under way: what the event gave, and the event itself.
-        let watched = (self.deployments.watching())
-            .then(|| (input.clone(), Outcome::of_release(&release, failure)));
+        // Only while a deployment is under way, and only what its step needs.
+        let watched = match self.deployments.watching() {
+            Watch::Nothing => None,
+            Watch::Failures => Some(Watched::Failure(
+                failure.map(|why| format!("{}: {why}", describe_input(&input))),
+            )),
+            Watch::Outcomes { replies } => Some(Watched::Event(
+                input.clone(),
+                Outcome::of_release(&release, failure, replies),
+            )),
+        };
         match &mut self.keeper {
             Some(keeper) => keeper.end_input(&mut self.app, input, release),
             None => {
@@ -330,22 +340,22 @@ impl Actor {
                 stdout.flush()?;
             }
         }
-        if let Some((input, outcome)) = watched {
-            self.watch_event(&input, outcome);
+        if let Some(watched) = watched {
+            self.watch_event(watched);
         }
         Ok(())
     }
 
-    /// Counts an event for the metrics (a 5xx response counts as failed).
-    fn count(&mut self, input: &Input, release: &Release, failed: bool, started: Instant) {
-        let failed = failed || matches!(release, Release::Http(_, r) if r.status >= 500);
+    /// Counts an event for the metrics.
+    fn count(&mut self, input: &Input, failed: bool, started: Instant) {
         if let Some(shared) = &self.metrics {
             shared.taken();
         }
         self.tally.event(input, failed, started.elapsed());
     }
 
-    /// Delivers one input to the app: the answer it owes, and why the event failed if it did.
+    /// Delivers one input to the app: the answer it owes, and why the event failed if it did
+    /// (a trap, a timeout, a broken contract, an error status, or an HTTP 5xx).
     fn handle(&mut self, input: &Input, answer: Answer) -> (Release, Option<String>) {
         match (input, answer) {
             (Input::Message(line), _) => {
@@ -377,10 +387,14 @@ impl Actor {
         }
     }
 
-    /// An HTTP request's response: the app's, or a 500 (the reason goes to the log) with the
-    /// reason.
+    /// An HTTP request's response: the app's, or a 500 (the reason goes to the log); and why
+    /// it failed, if it did (a 5xx from the app counts).
     fn http(&mut self, request: &http::Request) -> (http::Response, Option<String>) {
         match self.app.http(request) {
+            Ok(response) if response.status >= 500 => {
+                let why = format!("HTTP status {}", response.status);
+                (response, Some(why))
+            }
             Ok(response) => (response, None),
             Err(e) => {
                 let (method, path) = (

@@ -27,8 +27,8 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
     /// The log on stderr: `human` lines (`hotswap: ...`) or `json` objects, one per line, for
-    /// log shippers. RUST_LOG filters it (default `info`; `RUST_LOG=guest=off` drops the
-    /// guest's own output).
+    /// log shippers. RUST_LOG filters it (default: the host's lines and the guest's output;
+    /// `RUST_LOG=warn` keeps warnings and errors only, `RUST_LOG=guest=off` drops the guest's).
     #[arg(long, global = true, value_name = "FORMAT", default_value = "human")]
     pub log_format: crate::text::LogFormat,
 }

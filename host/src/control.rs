@@ -379,13 +379,42 @@ fn read_request(
     Ok((request, Some(bytes)))
 }
 
-/// A stream whose reads fail once the deadline has passed.
-struct Deadlined<'a> {
-    stream: &'a UnixStream,
-    deadline: Instant,
+/// A socket whose reads can be given a timeout.
+pub(crate) trait ReadTimeout {
+    /// The socket's `set_read_timeout`.
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> std::io::Result<()>;
+    /// One read.
+    fn read_some(&self, buf: &mut [u8]) -> std::io::Result<usize>;
 }
 
-impl Read for Deadlined<'_> {
+impl ReadTimeout for UnixStream {
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> std::io::Result<()> {
+        UnixStream::set_read_timeout(self, timeout)
+    }
+    fn read_some(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+        (&*self).read(buf)
+    }
+}
+
+impl ReadTimeout for std::net::TcpStream {
+    fn set_read_timeout(&self, timeout: Option<Duration>) -> std::io::Result<()> {
+        std::net::TcpStream::set_read_timeout(self, timeout)
+    }
+    fn read_some(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+        (&*self).read(buf)
+    }
+}
+
+/// A stream whose reads fail once the deadline has passed: a client that sends a byte at a
+/// time cannot hold a connection longer than that.
+pub(crate) struct Deadlined<'a, S: ReadTimeout> {
+    /// The socket.
+    pub stream: &'a S,
+    /// When reading ends.
+    pub deadline: Instant,
+}
+
+impl<S: ReadTimeout> Read for Deadlined<'_, S> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let left = self.deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -395,7 +424,7 @@ impl Read for Deadlined<'_> {
             ));
         }
         self.stream.set_read_timeout(Some(left))?;
-        (&*self.stream).read(buf)
+        self.stream.read_some(buf)
     }
 }
 

@@ -22,10 +22,15 @@ use crate::text::{counted, escape, format_duration};
 use hotswap_abi::http;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// The most events a trial replays.
 pub const MAX_TRIAL: u64 = 100_000;
+
+/// The longest a trial may take, all its events together (each event has the call time limit
+/// besides): a version that makes every event wait for its time limit is refused by then.
+pub const TRIAL_TIME: Duration = Duration::from_secs(600);
 
 /// The longest shadow run or canary window.
 pub const MAX_WINDOW: Duration = Duration::from_secs(24 * 3600);
@@ -176,16 +181,16 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    /// What the actor is about to send for an event (its reply, not yet released), and why
-    /// the event failed if it did.
-    pub fn of_release(release: &Release, failure: Option<String>) -> Outcome {
-        if let Some(why) = failure {
-            return Outcome::Failed(why);
-        }
-        match release {
-            Release::Stdout(line) => Outcome::Reply(line.clone()),
-            Release::Http(_, response) => Outcome::of_http(response.clone()),
-            _ => Outcome::Reply(Vec::new()),
+    /// What the actor is about to send for an event (its reply, not yet released), given why
+    /// the event failed if it did. The reply is copied only when `replies` asks for it (to be
+    /// compared); otherwise a success is an empty reply.
+    pub fn of_release(release: &Release, failure: Option<String>, replies: bool) -> Outcome {
+        match (failure, release) {
+            (Some(why), _) => Outcome::Failed(why),
+            (None, _) if !replies => Outcome::Reply(Vec::new()),
+            (None, Release::Stdout(line)) => Outcome::Reply(line.clone()),
+            (None, Release::Http(_, response)) => Outcome::Http(response.clone()),
+            (None, _) => Outcome::Reply(Vec::new()),
         }
     }
 
@@ -236,19 +241,30 @@ pub fn throwaway(
         .map_err(|e| format!("it does not take a copy of the state: {e}"))
 }
 
-/// The trial: `compiled` imports a copy of the state in a throwaway instance and replays
-/// `inputs` through it; the first failure ends it. A summary line, or why it failed (naming
-/// the event).
+/// The trial: `compiled` imports a copy of the state (its bytes and version) in a throwaway
+/// instance and replays `inputs` through it; the first failure ends it, and so do
+/// [`TRIAL_TIME`] and `cancelled`. A summary line, or why it failed (naming the event).
 pub fn trial(
     runtime: &Arc<Runtime>,
     compiled: &Compiled,
-    state: &[u8],
-    version: u32,
+    (state, version): (&[u8], u32),
     inputs: &[Input],
+    cancelled: &AtomicBool,
 ) -> Result<String, String> {
     let started = Instant::now();
     let mut app = throwaway(runtime, compiled, state, version)?;
     for (at, input) in inputs.iter().enumerate() {
+        if cancelled.load(Ordering::Relaxed) {
+            return Err("cancelled".into());
+        }
+        if started.elapsed() > TRIAL_TIME {
+            return Err(format!(
+                "it took longer than {} s for {} of {} events",
+                TRIAL_TIME.as_secs(),
+                at,
+                inputs.len()
+            ));
+        }
         if let Outcome::Failed(why) = deliver(&mut app, input) {
             return Err(format!(
                 "event {} of {} replayed ({}) failed: {why}",
@@ -345,12 +361,13 @@ impl Canary {
         })
     }
 
-    /// Counts an event's outcome; whether the swap must now be rolled back.
-    pub fn count(&mut self, input: &Input, outcome: &Outcome) -> bool {
+    /// Counts an event, and its failure in words if it failed; whether the swap must now be
+    /// rolled back.
+    pub fn count(&mut self, failure: Option<String>) -> bool {
         self.events += 1;
-        if let Outcome::Failed(why) = outcome {
+        if let Some(failure) = failure {
             self.errors += 1;
-            self.last_error = Some(format!("{}: {why}", describe_input(input)));
+            self.last_error = Some(failure);
         }
         self.errors > self.max_errors
     }

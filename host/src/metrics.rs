@@ -22,7 +22,7 @@ use prometheus_client::registry::Registry;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 /// How long a scrape waits for the actor to publish its tally before it uses the last one.
@@ -110,9 +110,10 @@ impl Histogram {
         self.counts[at] += 1;
         self.sum += seconds;
     }
+}
 
-    fn encode(&self, encoder: prometheus_client::encoding::MetricEncoder) -> std::fmt::Result {
-        let mut encoder = encoder;
+impl EncodeMetric for Histogram {
+    fn encode(&self, mut encoder: prometheus_client::encoding::MetricEncoder) -> std::fmt::Result {
         let buckets: Vec<(f64, u64)> = (self.bounds.iter().copied())
             .chain([f64::INFINITY])
             .zip(self.counts.iter().copied())
@@ -122,6 +123,10 @@ impl Histogram {
         encoder.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
             self.sum, count, &buckets, None,
         )
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
     }
 }
 
@@ -167,9 +172,8 @@ impl Tally {
         self.latency[kind].observe(took);
     }
 
-    /// Counts a committed swap and its pause.
+    /// Counts a committed swap's pause.
     pub fn swapped(&mut self, report: &SwapReport) {
-        self.swaps[0] += 1;
         let p = &report.phases;
         for (at, took) in [p.export, p.copy, p.import, p.verify, p.pause]
             .into_iter()
@@ -177,12 +181,12 @@ impl Tally {
         {
             self.pause[at].observe(took);
         }
-        self.state_bytes = report.state_len as u64;
     }
 }
 
 /// What a scrape reads: the actor's last published tally, and live values other threads keep.
-#[derive(Default)]
+/// The `OnceLock`s are set as the host starts, before the metrics are served.
+#[derive(Debug, Default)]
 pub struct Shared {
     /// The actor's last published tally.
     pub tally: Mutex<Tally>,
@@ -191,11 +195,11 @@ pub struct Shared {
     /// Inputs the actor took.
     taken: OneWriter,
     /// Open HTTP connections, when the host serves HTTP.
-    pub connections: Mutex<Option<Arc<AtomicUsize>>>,
+    pub connections: OnceLock<Arc<AtomicUsize>>,
     /// The journal's counters, when it keeps one.
-    pub journal: Mutex<Option<Arc<Mutex<crate::persist::journal::Synced>>>>,
+    pub journal: OnceLock<Arc<Mutex<crate::persist::journal::Synced>>>,
     /// The actor's queue, to ask for a fresh tally.
-    pub actor: Mutex<Option<std::sync::mpsc::Sender<crate::actor::Event>>>,
+    pub actor: OnceLock<std::sync::mpsc::Sender<crate::actor::Event>>,
 }
 
 impl Shared {
@@ -222,8 +226,7 @@ impl Shared {
 
     /// Asks the actor to publish its tally, and waits at most [`FRESH_TIME`] for it.
     fn refresh(&self) {
-        let actor = self.actor.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let Some(actor) = actor else {
+        let Some(actor) = self.actor.get() else {
             return;
         };
         let (done, published) = std::sync::mpsc::channel();
@@ -249,12 +252,6 @@ impl Shared {
 #[derive(Debug)]
 struct Scrape(Arc<Shared>);
 
-impl std::fmt::Debug for Shared {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Shared")
-    }
-}
-
 /// Encodes one metric family with `help`, labelled by `label`, one sample per value.
 fn family<M: EncodeMetric>(
     encoder: &mut DescriptorEncoder,
@@ -268,16 +265,6 @@ fn family<M: EncodeMetric>(
         value.encode(metric.encode_family(&labels)?)?;
     }
     Ok(())
-}
-
-impl EncodeMetric for Histogram {
-    fn encode(&self, encoder: prometheus_client::encoding::MetricEncoder) -> std::fmt::Result {
-        Histogram::encode(self, encoder)
-    }
-
-    fn metric_type(&self) -> MetricType {
-        MetricType::Histogram
-    }
 }
 
 impl Collector for Scrape {
@@ -349,13 +336,7 @@ impl Collector for Scrape {
             MetricType::Gauge,
             gauge(t.memory_bytes),
         )?;
-        let connections = self
-            .0
-            .connections
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        if let Some(open) = connections {
+        if let Some(open) = self.0.connections.get() {
             let open = open.load(Ordering::Relaxed) as u64;
             family(
                 e,
@@ -365,13 +346,7 @@ impl Collector for Scrape {
                 gauge(open),
             )?;
         }
-        let journal = self
-            .0
-            .journal
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        if let Some(synced) = journal {
+        if let Some(synced) = self.0.journal.get() {
             let fsync = synced
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -392,7 +367,7 @@ impl Collector for Scrape {
 /// The most bytes of a scrape's request.
 const MAX_REQUEST: u64 = 8 * 1024;
 
-/// How long a scraper may take to send its request, or to read the answer.
+/// How long a scraper may take to send its whole request, or to read the answer.
 const SCRAPE_TIME: Duration = Duration::from_secs(5);
 
 /// The most scrapes answered at once; a connection beyond them is closed at once.
@@ -436,9 +411,13 @@ pub fn start(addr: SocketAddr, shared: Arc<Shared>) -> anyhow::Result<SocketAddr
 
 /// Answers one connection: the metrics for `GET /metrics`, 404 or 405 for anything else.
 fn answer(stream: TcpStream, shared: &Arc<Shared>) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(SCRAPE_TIME))?;
     stream.set_write_timeout(Some(SCRAPE_TIME))?;
-    let mut reader = BufReader::new((&stream).take(MAX_REQUEST));
+    let deadline = std::time::Instant::now() + SCRAPE_TIME;
+    let request = crate::control::Deadlined {
+        stream: &stream,
+        deadline,
+    };
+    let mut reader = BufReader::new(request.take(MAX_REQUEST));
     let mut request_line = String::new();
     reader.read_line(&mut request_line)?;
     // The headers, up to the blank line (within the same byte limit).

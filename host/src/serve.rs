@@ -98,7 +98,7 @@ pub fn run(runtime: Arc<Runtime>, options: &RunOptions) -> anyhow::Result<()> {
         None => None,
     };
     if let (Some(addr), Some(shared)) = (options.metrics, &metrics) {
-        *shared.actor.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx.clone());
+        let _ = shared.actor.set(tx.clone());
         start_metrics(addr, shared, http.as_ref(), keeper.as_ref())?;
     }
     spawn("hotswap-stdin", read_stdin(tx.clone(), metrics.clone()))?;
@@ -217,9 +217,12 @@ fn start_metrics(
     http: Option<&crate::http::HttpServer>,
     keeper: Option<&Keeper>,
 ) -> anyhow::Result<()> {
-    *shared.connections.lock().unwrap_or_else(|e| e.into_inner()) = http.map(|h| h.connections());
-    *shared.journal.lock().unwrap_or_else(|e| e.into_inner()) =
-        keeper.and_then(|k| k.journal_counters());
+    if let Some(http) = http {
+        let _ = shared.connections.set(http.connections());
+    }
+    if let Some(journal) = keeper.and_then(|k| k.journal_counters()) {
+        let _ = shared.journal.set(journal);
+    }
     let bound = crate::metrics::start(addr, shared.clone())?;
     log(format_args!("serving metrics on http://{bound}/metrics"));
     Ok(())

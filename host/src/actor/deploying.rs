@@ -12,6 +12,8 @@ use crate::runtime::Prepared;
 use crate::text::{bytes, counted, format_duration};
 use serde_json::json;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 /// The deployment under way, if any, and how the last one ended.
@@ -24,6 +26,27 @@ pub struct Deployments {
     pub refused: u64,
     /// Swaps rolled back (by a canary, or by `hotswap rollback`).
     pub rolled_back: u64,
+}
+
+/// What a deployment's step needs of each live event.
+pub enum Watch {
+    /// Nothing: no step watches live events.
+    Nothing,
+    /// Whether it failed, and why (a canary).
+    Failures,
+    /// The event and what it gave, its reply copied if `replies` (a shadow run).
+    Outcomes {
+        /// The shadow run compares replies.
+        replies: bool,
+    },
+}
+
+/// What the actor hands a watching step for an event ([`Watch`]).
+pub enum Watched {
+    /// Why the event failed (naming the event), if it did.
+    Failure(Option<String>),
+    /// The event and what the running version gave.
+    Event(super::Input, Outcome),
 }
 
 /// A deployment under way.
@@ -44,8 +67,9 @@ struct Deployment {
 enum Stage {
     /// Between steps.
     Starting,
-    /// The trial runs on its own thread, which holds the prepared version.
-    Trial,
+    /// The trial runs on its own thread, which holds the prepared version; it stops early
+    /// once `cancel` is set.
+    Trial { cancel: Arc<AtomicBool> },
     /// The new version shadows the live events until `shadow.until`.
     Shadow {
         shadow: Box<Shadow>,
@@ -69,7 +93,7 @@ impl Stage {
     fn name(&self) -> &'static str {
         match self {
             Stage::Starting => "starting",
-            Stage::Trial => "trial",
+            Stage::Trial { .. } => "trial",
             Stage::Shadow { .. } => "shadow run",
             Stage::Canary { .. } => "canary",
         }
@@ -82,12 +106,15 @@ impl Deployments {
         self.current.as_ref()?.deadline()
     }
 
-    /// Whether live events are watched (a shadow run or a canary): then the actor copies each
-    /// event and its outcome for [`Actor::watch_event`].
-    pub fn watching(&self) -> bool {
-        self.current
-            .as_ref()
-            .is_some_and(|d| matches!(d.stage, Stage::Shadow { .. } | Stage::Canary { .. }))
+    /// What the step under way needs of each live event, for [`Actor::watch_event`].
+    pub fn watching(&self) -> Watch {
+        match self.current.as_ref().map(|d| &d.stage) {
+            Some(Stage::Shadow { shadow, .. }) => Watch::Outcomes {
+                replies: shadow.expect_same,
+            },
+            Some(Stage::Canary { .. }) => Watch::Failures,
+            _ => Watch::Nothing,
+        }
     }
 
     /// The deployment under way, for `hotswap status`.
@@ -204,12 +231,15 @@ impl Actor {
         let n = d.plan.trial.unwrap_or(0) as usize;
         let runtime = self.app.runtime().clone();
         let events = self.events.clone();
+        let cancel = Arc::new(AtomicBool::new(false));
+        let cancelled = cancel.clone();
         let trial = move || {
             crate::serve::background_priority();
             let verdict = crate::persist::journal::last_inputs(&dir, n)
                 .map_err(|e| format!("cannot read the journal: {e:#}"))
                 .and_then(|inputs| {
-                    crate::deploy::trial(&runtime, prepared.compiled(), &state, version, &inputs)
+                    let copy = (state.as_slice(), version);
+                    crate::deploy::trial(&runtime, prepared.compiled(), copy, &inputs, &cancelled)
                 });
             let _ = events.send(Event::Command(Command::Trialed { verdict, prepared }));
         };
@@ -220,7 +250,7 @@ impl Actor {
             let why = format!("cannot start the trial's thread: {e}");
             return self.fail(d, SwapError::Trial(why));
         }
-        d.stage = Stage::Trial;
+        d.stage = Stage::Trial { cancel };
         self.deployments.current = Some(d);
     }
 
@@ -229,7 +259,7 @@ impl Actor {
         let Some(mut d) = self.deployments.current.take() else {
             return; // Cancelled meanwhile.
         };
-        if !matches!(d.stage, Stage::Trial) || d.to != prepared.compiled().to_string() {
+        if !matches!(d.stage, Stage::Trial { .. }) || d.to != prepared.compiled().to_string() {
             self.deployments.current = Some(d);
             return;
         }
@@ -280,19 +310,19 @@ impl Actor {
     }
 
     /// An event the running version handled, while a shadow run or a canary watches.
-    pub(super) fn watch_event(&mut self, input: &super::Input, outcome: Outcome) {
+    pub(super) fn watch_event(&mut self, watched: Watched) {
         let Some(d) = &mut self.deployments.current else {
             return;
         };
-        match &mut d.stage {
-            Stage::Shadow { shadow, .. } => {
-                if let Err(why) = shadow.feed(input, Some(&outcome)) {
+        match (&mut d.stage, watched) {
+            (Stage::Shadow { shadow, .. }, Watched::Event(input, outcome)) => {
+                if let Err(why) = shadow.feed(&input, Some(&outcome)) {
                     let d = self.deployments.current.take().expect("matched above");
                     self.fail(d, SwapError::Shadow(why));
                 }
             }
-            Stage::Canary { canary, .. } => {
-                let tripped = canary.count(input, &outcome);
+            (Stage::Canary { canary, .. }, Watched::Failure(failure)) => {
+                let tripped = canary.count(failure);
                 if tripped {
                     let d = self.deployments.current.take().expect("matched above");
                     self.trip(d);
@@ -453,6 +483,9 @@ impl Actor {
                 answer(d.reply, Response::failed(message));
             }
             stage => {
+                if let Stage::Trial { cancel } = &stage {
+                    cancel.store(true, Ordering::Relaxed);
+                }
                 let error = SwapError::Deploy(format!("{why} during its {}", stage.name()));
                 self.fail(Deployment { stage, ..d }, error);
             }
