@@ -316,9 +316,10 @@ impl Actor {
         if let Some(keeper) = &self.keeper {
             keeper.begin_input(&self.app);
         }
-        let started = self.metrics.is_some().then(Instant::now);
+        // With metrics: Some, and Some(start) for the events timed.
+        let counted = (self.metrics.is_some()).then(|| self.tally.time_next().then(Instant::now));
         let (release, failure) = self.handle(&input, answer);
-        if let Some(started) = started {
+        if let Some(started) = counted {
             self.count(&input, failure.is_some(), started);
         }
         // Only while a deployment is under way, and only what its step needs.
@@ -347,11 +348,12 @@ impl Actor {
     }
 
     /// Counts an event for the metrics.
-    fn count(&mut self, input: &Input, failed: bool, started: Instant) {
+    fn count(&mut self, input: &Input, failed: bool, started: Option<Instant>) {
         if let Some(shared) = &self.metrics {
             shared.taken();
         }
-        self.tally.event(input, failed, started.elapsed());
+        self.tally
+            .event(input, failed, started.map(|s| s.elapsed()));
     }
 
     /// Delivers one input to the app: the answer it owes, and why the event failed if it did
