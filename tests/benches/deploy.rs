@@ -9,7 +9,10 @@
 //! - **metrics**: `--metrics 127.0.0.1:0` (the actor counts every event, latency included).
 //!
 //! Each round sends the same EVENTS messages (`set`, `get` and `del` over 10,000 keys) and
-//! checks that every reply came back. Medians of the rounds, and each mode against plain.
+//! checks that every reply came back. Two measures per mode: throughput, and the host
+//! process's CPU time per event (user + system, from `wait4`'s rusage: all its threads, less
+//! sensitive than throughput to how the two processes happen to be scheduled). Medians of the
+//! rounds, and each mode against plain.
 //!
 //! `cargo bench -p hotswap-tests --bench deploy [-- [ROUNDS] [--events N]]` (default 7
 //! rounds of 200,000 events). Results and the machine go in BENCHMARKS.md.
@@ -41,23 +44,36 @@ fn main() {
     }
     println!("{rounds} rounds of {events} events through `hotswap run kv_v1.wasm` on stdin");
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); MODES.len()];
+    let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); MODES.len()];
     for round in 0..rounds {
         for (at, mode) in MODES.iter().enumerate() {
-            let rate = run(mode, events);
-            println!("round {}: {mode:8} {:>9.0} events/s", round + 1, rate);
+            let (rate, ns) = run(mode, events);
+            println!(
+                "round {}: {mode:8} {rate:>9.0} events/s, host CPU {ns:>6.0} ns/event",
+                round + 1
+            );
             rates[at].push(rate);
+            cpu[at].push(ns);
         }
     }
-    let plain = median(&rates[0]);
-    println!("\n| mode | events/s (median) | against plain |\n|---|---|---|");
+    let (plain, plain_cpu) = (median(&rates[0]), median(&cpu[0]));
+    println!(
+        "\n| mode | events/s (median) | against plain | host CPU per event (median) | against plain |"
+    );
+    println!("|---|---|---|---|---|");
     for (at, mode) in MODES.iter().enumerate() {
-        let m = median(&rates[at]);
-        println!("| {mode} | {m:.0} | {:.3}× |", m / plain);
+        let (m, c) = (median(&rates[at]), median(&cpu[at]));
+        println!(
+            "| {mode} | {m:.0} | {:.3}× | {c:.0} ns | {:.3}× |",
+            m / plain,
+            c / plain_cpu
+        );
     }
 }
 
-/// One host in `mode`: its throughput over `events` messages, in events per second.
-fn run(mode: &str, events: usize) -> f64 {
+/// One host in `mode`: its throughput over `events` messages, in events per second, and its
+/// CPU time per event, in nanoseconds.
+fn run(mode: &str, events: usize) -> (f64, f64) {
     let dir = tempfile::TempDir::new().unwrap();
     let socket = dir.path().join("control.sock");
     let mut command = Command::new(HOTSWAP);
@@ -65,6 +81,8 @@ fn run(mode: &str, events: usize) -> f64 {
     if mode == "metrics" {
         command.args(["--metrics", "127.0.0.1:0"]);
     }
+    // Reaped by `cpu_at_exit` (wait4), which `Child::wait` cannot replace: it gives no rusage.
+    #[allow(clippy::zombie_processes)]
     let mut host = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -102,8 +120,22 @@ fn run(mode: &str, events: usize) -> f64 {
             answer.message
         );
     }
-    let _ = host.wait();
-    events as f64 / elapsed.as_secs_f64()
+    let cpu = cpu_at_exit(host.id());
+    (
+        events as f64 / elapsed.as_secs_f64(),
+        cpu.as_nanos() as f64 / events as f64,
+    )
+}
+
+/// Waits for the child `pid` to exit; the CPU time it used, user and system.
+fn cpu_at_exit(pid: u32) -> Duration {
+    let mut status = 0;
+    // SAFETY: `rusage` is plain data that wait4 fills in; `pid` is our own child, not yet reaped.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let reaped = unsafe { libc::wait4(pid as libc::pid_t, &mut status, 0, &mut usage) };
+    assert_eq!(reaped, pid as libc::pid_t, "wait4 on the host");
+    let time = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    time(usage.ru_utime) + time(usage.ru_stime)
 }
 
 /// Starts `reload kv_v2.wasm --shadow 1h` and returns once the shadow run is under way.
