@@ -64,7 +64,8 @@ pub enum Command {
     ///
     /// The module's bytes are sent over the control socket, so any file this command can read
     /// works (`<(cat v2.wasm)` too). Prints the swap line and exits 0 when swapped; prints the
-    /// reason and exits 1 when refused (the old version keeps running).
+    /// reason and exits 1 when refused (the old version keeps running) or rolled back by its
+    /// canary. With --trial, --shadow or --canary it waits until the deployment ends.
     Reload(ReloadArgs),
     /// Show a running host's status: module, origin, watched path, state version, uptime,
     /// events, swaps, limits, last pause.
