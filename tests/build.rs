@@ -29,31 +29,7 @@ fn main() {
         .nth(4)
         .expect("OUT_DIR lies four levels inside the target directory")
         .join("guests");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .args([
-            "build",
-            "--release",
-            "--target",
-            WASM_TARGET,
-            "--manifest-path",
-        ])
-        .arg(guests.join("Cargo.toml"))
-        .arg("--target-dir")
-        .arg(&target_dir)
-        // The outer build's settings are for the host target, not for the guests.
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_BUILD_TARGET")
-        .env_remove("CARGO_TARGET_DIR")
-        .env_remove("CARGO_BUILD_RUSTFLAGS")
-        .status()
-        .expect("cannot run cargo to build the example guests");
-    assert!(
-        status.success(),
-        "building the example guests in {} failed",
-        guests.display()
-    );
+    build_guests(&guests, &target_dir, &[]);
 
     let mut guest_list: Vec<(String, PathBuf)> = Vec::new();
     let built = target_dir.join(WASM_TARGET).join("release");
@@ -67,6 +43,8 @@ fn main() {
         );
         guest_list.push((name, file));
     }
+    let variants = shape_variants(&guests, &target_dir, &out, &mut guest_list);
+    guest_list.extend(variants);
 
     let wat_out = out.join("wat");
     std::fs::create_dir_all(&wat_out).expect("create OUT_DIR/wat");
@@ -106,6 +84,70 @@ fn main() {
     }
     code.push_str("    };\n}\n");
     std::fs::write(out.join("guests.rs"), code).expect("write guests.rs");
+}
+
+/// Builds the guests' workspace (or, with `args`, part of it) for wasm32-wasip1.
+fn build_guests(guests: &Path, target_dir: &Path, args: &[&str]) {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args([
+            "build",
+            "--release",
+            "--target",
+            WASM_TARGET,
+            "--manifest-path",
+        ])
+        .arg(guests.join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(target_dir)
+        .args(args)
+        // The outer build's settings are for the host target, not for the guests.
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_BUILD_TARGET")
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("CARGO_BUILD_RUSTFLAGS")
+        .status()
+        .expect("cannot run cargo to build the example guests");
+    assert!(
+        status.success(),
+        "building the example guests in {} failed ({args:?})",
+        guests.display()
+    );
+}
+
+/// The shapes of `guests/in-place/shapes`, one build per feature (see its Cargo.toml), each
+/// copied out as `shapes-in-place-<feature>`; the default build is copied out first, since
+/// every build writes the same file.
+fn shape_variants(
+    guests: &Path,
+    target_dir: &Path,
+    out: &Path,
+    list: &mut [(String, PathBuf)],
+) -> Vec<(String, PathBuf)> {
+    let dir = out.join("shapes");
+    std::fs::create_dir_all(&dir).expect("create OUT_DIR/shapes");
+    let built = (target_dir.join(WASM_TARGET).join("release")).join("shapes_in_place.wasm");
+    let copy = |name: &str| {
+        let file = dir.join(format!("{name}.wasm"));
+        std::fs::copy(&built, &file).expect("copy a shape's module");
+        (name.to_owned(), file)
+    };
+    let base = list
+        .iter_mut()
+        .find(|(name, _)| name == "shapes-in-place")
+        .expect("shapes-in-place is a member of the guests' workspace");
+    *base = copy("shapes-in-place");
+    let mut variants = Vec::new();
+    for feature in ["field", "collection", "variant", "order"] {
+        build_guests(
+            guests,
+            target_dir,
+            &["-p", "shapes-in-place", "--features", feature],
+        );
+        variants.push(copy(&format!("shapes-in-place-{feature}")));
+    }
+    variants
 }
 
 fn env(key: &str) -> String {

@@ -232,8 +232,29 @@ pub const WARM_FN: Export = Export {
     results: &[],
 };
 
+/// `hotswap_layout: () -> status`, optional: the output is the layout description of a state
+/// kept in place (see "Keeping the state in place" in the module docs).
+pub const LAYOUT_FN: Export = Export {
+    name: "hotswap_layout",
+    params: &[],
+    results: &[I32],
+};
+
+/// `hotswap_adopt: () -> status`, optional: take over the state kept in place in the adopted
+/// memory (see "Keeping the state in place" in the module docs).
+pub const ADOPT_FN: Export = Export {
+    name: "hotswap_adopt",
+    params: &[],
+    results: &[I32],
+};
+
 /// The optional exports: checked against their signatures when present.
-pub const OPTIONAL_EXPORTS: &[Export] = &[HTTP_FN, WARM_FN];
+pub const OPTIONAL_EXPORTS: &[Export] = &[HTTP_FN, WARM_FN, LAYOUT_FN, ADOPT_FN];
+
+/// Where the heap of an app that keeps its state in place begins: every byte it keeps lies at
+/// or above this address, and a module's static data (its data segments and its initial
+/// memory) lies below it. 8 MiB leaves 7 MiB for static data above Rust's 1 MiB stack.
+pub const IN_PLACE_HEAP_BASE: u32 = 8 << 20;
 
 /// The functions a guest may import from [`HOST_MODULE`].
 pub const HOST_IMPORTS: &[&str] = &[HOST_ABORT, HOST_STATE_CHUNK];

@@ -60,6 +60,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use hotswap_abi as abi;
+pub use hotswap_guest_derive::InPlace;
+pub use layout::{Describer, InPlace};
 pub use migrate::{MigrateError, decode, encode};
 
 #[doc(hidden)]
@@ -67,7 +69,22 @@ pub use migrate::{MigrateError, decode, encode};
 pub mod __private;
 pub mod de;
 mod fields;
+#[cfg(target_arch = "wasm32")]
+mod heap;
+/// Off wasm there is no fixed heap: an in-place app builds (so that its checks run in tests)
+/// but cannot run.
+#[cfg(not(target_arch = "wasm32"))]
+mod heap {
+    pub(crate) struct Header {
+        pub(crate) fingerprint: u64,
+        pub(crate) root: *mut u8,
+    }
+    pub(crate) fn header() -> *mut Header {
+        crate::__private::abort("an in-place app runs only on wasm32")
+    }
+}
 pub mod http;
+mod layout;
 #[cfg(any(test, feature = "fast-memcmp"))]
 mod memcmp;
 mod migrate;
@@ -133,57 +150,83 @@ macro_rules! export_app {
     ($app:ty) => {
         const _: () = {
             static RUNTIME: $crate::__private::Slot<$app> = $crate::__private::Slot::new();
+            $crate::export_app!(@exports RUNTIME, start, import_state);
+        };
+    };
+    ($app:ty, in_place) => {
+        // The heap at the ABI's fixed base, where the next version finds the state.
+        #[cfg(target_arch = "wasm32")]
+        #[global_allocator]
+        static HOTSWAP_HEAP: $crate::__private::Heap = $crate::__private::Heap;
 
-            #[unsafe(export_name = "hotswap_abi_version")]
-            extern "C" fn hotswap_abi_version() -> i32 {
-                $crate::abi::ABI_VERSION as i32
+        const _: () = {
+            // First, the error that says what is missing: the state must be `InPlace`.
+            fn state_is_in_place<T: $crate::InPlace>() {}
+            let _ = state_is_in_place::<$app>;
+            static RUNTIME: $crate::__private::Slot<$app, true> = $crate::__private::Slot::new();
+            $crate::export_app!(@exports RUNTIME, start_in_place, import_in_place);
+
+            #[unsafe(export_name = "hotswap_layout")]
+            extern "C" fn hotswap_layout() -> i32 {
+                RUNTIME.layout()
             }
-            #[unsafe(export_name = "hotswap_state_version")]
-            extern "C" fn hotswap_state_version() -> i32 {
-                RUNTIME.state_version()
-            }
-            #[unsafe(export_name = "hotswap_output")]
-            extern "C" fn hotswap_output() -> i32 {
-                RUNTIME.output()
-            }
-            #[unsafe(export_name = "hotswap_reserve")]
-            extern "C" fn hotswap_reserve(len: i32) -> i32 {
-                RUNTIME.reserve(len)
-            }
-            #[unsafe(export_name = "hotswap_warm")]
-            extern "C" fn hotswap_warm(bytes: i32) {
-                $crate::__private::warm_heap(bytes as u32 as usize)
-            }
-            #[unsafe(export_name = "hotswap_start")]
-            extern "C" fn hotswap_start() -> i32 {
-                RUNTIME.start()
-            }
-            #[unsafe(export_name = "hotswap_import_state")]
-            extern "C" fn hotswap_import_state(len: i32, version: i32) -> i32 {
-                RUNTIME.import_state(len, version)
-            }
-            #[unsafe(export_name = "hotswap_export_state")]
-            extern "C" fn hotswap_export_state() -> i32 {
-                RUNTIME.export_state()
-            }
-            #[unsafe(export_name = "hotswap_message")]
-            extern "C" fn hotswap_message(len: i32) -> i32 {
-                RUNTIME.message(len)
-            }
-            #[unsafe(export_name = "hotswap_http")]
-            extern "C" fn hotswap_http(len: i32) -> i32 {
-                RUNTIME.http(len)
-            }
-            #[unsafe(export_name = "hotswap_tick")]
-            extern "C" fn hotswap_tick(now_ms: i64) -> i32 {
-                RUNTIME.tick(now_ms)
+            #[unsafe(export_name = "hotswap_adopt")]
+            extern "C" fn hotswap_adopt() -> i32 {
+                RUNTIME.adopt()
             }
         };
     };
+    (@exports $runtime:ident, $start:ident, $import:ident) => {
+        #[unsafe(export_name = "hotswap_abi_version")]
+        extern "C" fn hotswap_abi_version() -> i32 {
+            $crate::abi::ABI_VERSION as i32
+        }
+        #[unsafe(export_name = "hotswap_state_version")]
+        extern "C" fn hotswap_state_version() -> i32 {
+            $runtime.state_version()
+        }
+        #[unsafe(export_name = "hotswap_output")]
+        extern "C" fn hotswap_output() -> i32 {
+            $runtime.output()
+        }
+        #[unsafe(export_name = "hotswap_reserve")]
+        extern "C" fn hotswap_reserve(len: i32) -> i32 {
+            $runtime.reserve(len)
+        }
+        #[unsafe(export_name = "hotswap_warm")]
+        extern "C" fn hotswap_warm(bytes: i32) {
+            $crate::__private::warm_heap(bytes as u32 as usize)
+        }
+        #[unsafe(export_name = "hotswap_start")]
+        extern "C" fn hotswap_start() -> i32 {
+            $runtime.$start()
+        }
+        #[unsafe(export_name = "hotswap_import_state")]
+        extern "C" fn hotswap_import_state(len: i32, version: i32) -> i32 {
+            $runtime.$import(len, version)
+        }
+        #[unsafe(export_name = "hotswap_export_state")]
+        extern "C" fn hotswap_export_state() -> i32 {
+            $runtime.export_state()
+        }
+        #[unsafe(export_name = "hotswap_message")]
+        extern "C" fn hotswap_message(len: i32) -> i32 {
+            $runtime.message(len)
+        }
+        #[unsafe(export_name = "hotswap_http")]
+        extern "C" fn hotswap_http(len: i32) -> i32 {
+            $runtime.http(len)
+        }
+        #[unsafe(export_name = "hotswap_tick")]
+        extern "C" fn hotswap_tick(now_ms: i64) -> i32 {
+            $runtime.tick(now_ms)
+        }
+    };
     ($($other:tt)*) => {
         ::core::compile_error!(concat!(
-            "`export_app!` takes exactly one type, the one that implements `hotswap_guest::App`: ",
-            "write `hotswap_guest::export_app!(MyApp);` (got `", stringify!($($other)*), "`)"
+            "`export_app!` takes the type that implements `hotswap_guest::App`, and optionally ",
+            "`in_place`: write `hotswap_guest::export_app!(MyApp);` or ",
+            "`hotswap_guest::export_app!(MyApp, in_place);` (got `", stringify!($($other)*), "`)"
         ));
     };
 }

@@ -1,5 +1,9 @@
 //! The runtime behind [`export_app!`](crate::export_app). Not public API.
-use crate::{App, MigrateError};
+#[cfg(target_arch = "wasm32")]
+pub use crate::heap::Heap;
+use crate::layout::Describer;
+use crate::{App, InPlace, MigrateError};
+use hotswap_abi::IN_PLACE_HEAP_BASE;
 use hotswap_abi::{STATUS_ERROR, STATUS_OK};
 use std::cell::UnsafeCell;
 use std::cmp::Ordering;
@@ -18,34 +22,66 @@ struct Runtime<A> {
     export: Vec<u8>,
 }
 
+// SAFETY: the runtime holds the app (`InPlace`), three byte buffers and the descriptor, all
+// described below with their offsets; the descriptor holds heap addresses only.
+unsafe impl<A: InPlace> InPlace for Runtime<A> {
+    fn describe(d: &mut Describer<'_>) {
+        use core::mem::offset_of;
+        d.begin("struct", "Runtime", size_of::<Self>(), align_of::<Self>());
+        let n = d.reference::<Option<A>>();
+        d.part(format_args!("app: #{n} at {}", offset_of!(Self, app)));
+        let n = d.reference::<Vec<u8>>();
+        d.part(format_args!("input: #{n} at {}", offset_of!(Self, input)));
+        d.part(format_args!("output: #{n} at {}", offset_of!(Self, output)));
+        d.part(format_args!("export: #{n} at {}", offset_of!(Self, export)));
+        let n = d.reference::<[u32; 2]>();
+        d.part(format_args!(
+            "descriptor: #{n} at {}",
+            offset_of!(Self, descriptor)
+        ));
+    }
+}
+
 /// How many bytes of encoded state the export hands the host at a time
 /// (`hotswap.state_chunk`): small enough to stay in the L1 cache, large enough that the calls
 /// out cost nothing next to the encoding (BENCHMARKS.md compares piece sizes).
 const STATE_CHUNK: usize = 16 << 10;
 
-/// The static slot that [`export_app!`](crate::export_app) declares.
-pub struct Slot<A: App>(UnsafeCell<Runtime<A>>);
+/// The static slot that [`export_app!`](crate::export_app) declares. With `IN_PLACE`, the
+/// runtime lives in the heap instead (its address in the heap's header), where the next version
+/// of the code finds it.
+pub struct Slot<A: App, const IN_PLACE: bool = false>(UnsafeCell<Runtime<A>>);
 
 // SAFETY: a wasm32-wasip1 guest has one thread, and the host makes one call at a time and
 // never re-enters the guest, so the slot is never accessed concurrently.
-unsafe impl<A: App> Sync for Slot<A> {}
+unsafe impl<A: App, const IN_PLACE: bool> Sync for Slot<A, IN_PLACE> {}
 
-impl<A: App> Slot<A> {
-    #[allow(clippy::new_without_default)]
-    pub const fn new() -> Self {
-        // Checks `App::STATE_VERSION` against the ABI's range when the module is built.
-        let _ = Self::STATE_VERSION;
-        Self(UnsafeCell::new(Runtime {
+impl<A> Runtime<A> {
+    const fn new() -> Self {
+        Runtime {
             app: None,
             input: Vec::new(),
             output: Vec::new(),
             descriptor: [0, 0],
             export: Vec::new(),
-        }))
+        }
+    }
+}
+
+impl<A: App, const IN_PLACE: bool> Slot<A, IN_PLACE> {
+    #[allow(clippy::new_without_default)]
+    pub const fn new() -> Self {
+        // Checks `App::STATE_VERSION` against the ABI's range when the module is built.
+        let _ = Self::STATE_VERSION;
+        Self(UnsafeCell::new(Runtime::new()))
     }
 
     #[allow(clippy::mut_from_ref)]
+    #[inline]
     fn runtime(&self) -> &mut Runtime<A> {
+        if IN_PLACE {
+            return in_place_runtime();
+        }
         // SAFETY: see the `Sync` impl: each export takes this reference once, and no two
         // exports run at the same time.
         unsafe { &mut *self.0.get() }
@@ -180,6 +216,67 @@ impl<A: App> Slot<A> {
     }
 }
 
+impl<A: App + crate::InPlace> Slot<A, true> {
+    /// `hotswap_start` of an in-place app: stamps the heap with this code's layout first.
+    pub fn start_in_place(&self) -> i32 {
+        self.stamp();
+        self.start()
+    }
+
+    /// `hotswap_import_state` of an in-place app (the by-value path): stamps the heap first.
+    pub fn import_in_place(&self, len: i32, version: i32) -> i32 {
+        self.stamp();
+        self.import_state(len, version)
+    }
+
+    /// Records in the heap's header the fingerprint of the layout of the code building the
+    /// state, which `hotswap_adopt` checks.
+    fn stamp(&self) {
+        let fingerprint = crate::layout::fingerprint::<Runtime<A>>(IN_PLACE_HEAP_BASE);
+        // SAFETY: one thread; the header is the heap's.
+        unsafe { (*crate::heap::header()).fingerprint = fingerprint };
+    }
+
+    /// `hotswap_layout`: the layout description of the runtime and the app's state.
+    pub fn layout(&self) -> i32 {
+        let rt = self.runtime();
+        let mut text = String::new();
+        match Describer::run::<Runtime<A>>(&mut text, IN_PLACE_HEAP_BASE) {
+            Ok(()) => rt.succeed(text.into_bytes()),
+            Err(_) => rt.fail("cannot describe the state's layout: more than 256 types"),
+        }
+    }
+
+    /// `hotswap_adopt`: take over the state that an earlier version of the code left in this
+    /// memory. Allocates nothing and frees nothing, so that a refusal leaves the heap exactly
+    /// as the old version left it.
+    pub fn adopt(&self) -> i32 {
+        install_panic_hook();
+        // SAFETY: `header` found the heap's header (or trapped); one thread.
+        let header = unsafe { &*crate::heap::header() };
+        let refuse = |message: &'static str| {
+            let rt = self.runtime();
+            rt.descriptor = [message.as_ptr() as usize as u32, message.len() as u32];
+            STATUS_ERROR
+        };
+        if header.root.is_null() {
+            return refuse("there is no state in this memory to adopt");
+        }
+        if header.fingerprint != crate::layout::fingerprint::<Runtime<A>>(IN_PLACE_HEAP_BASE) {
+            return refuse(
+                "the state in this memory was laid out by code with a different layout \
+                 description: it cannot be adopted",
+            );
+        }
+        let rt = self.runtime();
+        if rt.app.is_none() {
+            return refuse("the app in this memory has not started");
+        }
+        rt.descriptor = [rt.output.as_ptr() as usize as u32, 0];
+        STATUS_OK
+    }
+}
+
 /// Allocates, touches and frees `bytes` of heap, so that the allocations that follow (the
 /// import's decoding, during a swap's pause) land on pages already faulted in:
 /// `hotswap_warm`, which the host calls before the pause with the old instance's memory
@@ -193,6 +290,27 @@ pub fn warm_heap(bytes: usize) {
             unsafe { start.add(offset).write_volatile(0) };
         }
     }
+}
+
+/// The runtime of an in-place app: in the heap, its address in the heap's header.
+#[allow(clippy::mut_from_ref)]
+#[inline]
+fn in_place_runtime<A>() -> &'static mut Runtime<A> {
+    #[cfg(target_arch = "wasm32")]
+    {
+        // SAFETY: one thread; `header` returns the heap's header, whose `root` is null or the
+        // `Runtime<A>` boxed below: the host adopts a memory only for code whose layout
+        // description (which starts with `Runtime<A>`) equals the one that built it.
+        unsafe {
+            let header = crate::heap::header();
+            if (*header).root.is_null() {
+                (*header).root = Box::into_raw(Box::new(Runtime::<A>::new())).cast();
+            }
+            &mut *(*header).root.cast::<Runtime<A>>()
+        }
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    abort("an in-place app runs only on wasm32")
 }
 
 /// The first `len` bytes of the input buffer, which the host wrote before this call.
@@ -237,7 +355,7 @@ fn install_panic_hook() {
 }
 
 #[cfg(target_arch = "wasm32")]
-fn abort(message: &str) -> ! {
+pub(crate) fn abort(message: &str) -> ! {
     #[link(wasm_import_module = "hotswap")]
     unsafe extern "C" {
         #[link_name = "abort"]
@@ -260,7 +378,7 @@ fn state_chunk(piece: &[u8]) {
 }
 
 #[cfg(not(target_arch = "wasm32"))]
-fn abort(message: &str) -> ! {
+pub(crate) fn abort(message: &str) -> ! {
     eprintln!("{message}");
     std::process::abort()
 }

@@ -16,7 +16,7 @@ use crate::deploy::{Outcome, Plan, describe_input};
 use crate::error::SwapError;
 use crate::persist::journal::Release;
 use crate::persist::keeper::Keeper;
-use crate::report::{SwapReport, format_duration};
+use crate::report::{SwapPath, SwapReport, format_duration};
 use crate::runtime::Prepared;
 pub use crate::text::log;
 use deploying::{Watch, Watched};
@@ -692,5 +692,15 @@ fn report_json(report: &SwapReport) -> serde_json::Value {
         "import_us": us(report.phases.import),
         "verify_us": us(report.phases.verify),
         "kept_shadow_state": report.kept_shadow_state,
+        "path": report.path.name(),
+        "by_value_because": report.path.reason(),
+        "in_place": match &report.path {
+            SwapPath::InPlace(t) => json!({
+                "clear_us": us(t.clear),
+                "instantiate_us": us(t.instantiate),
+                "adopt_us": us(t.adopt),
+            }),
+            SwapPath::ByValue(_) => serde_json::Value::Null,
+        },
     })
 }

@@ -19,7 +19,8 @@
 use crate::compile::Compiled;
 use crate::error::{CallError, SwapError};
 use crate::guest::{Guest, StateSink};
-use crate::report::{EventError, Phases, Recovery, Stats, SwapRefused, SwapReport};
+use crate::in_place;
+use crate::report::{EventError, Phases, Recovery, Stats, SwapPath, SwapRefused, SwapReport};
 use crate::runtime::{Prepared, Runtime};
 use hotswap_abi::http;
 use std::sync::Arc;
@@ -202,11 +203,18 @@ impl App {
             return Err(Box::new(self.refused(compiled.to_string(), error)));
         }
         let budget = Instant::now() + self.runtime.limits().call_timeout();
-        // Sized from the last swap, so that keeping the copy does not reallocate in the pause.
-        let last_len = self.stats.last_state_len.unwrap_or(0);
-        self.swapped_state = self.keep_swapped.then(|| Vec::with_capacity(last_len));
-        match transfer(&mut self.guest, guest, budget, &mut self.swapped_state) {
-            Ok((guest, state_len, phases)) => {
+        let path = in_place::path(
+            (&self.compiled, &self.guest),
+            (&compiled, &guest),
+            self.keep_swapped,
+        );
+        // In place, the prepared instance only described its layout: it goes with the old one.
+        let (moved, unused) = match path {
+            Ok(()) => (self.swap_in_place(&compiled, &guest, budget), Some(guest)),
+            Err(reason) => (self.swap_by_value(guest, budget, reason), None),
+        };
+        match moved {
+            Ok((guest, state_len, phases, path)) => {
                 let report = SwapReport {
                     from: self.compiled.to_string(),
                     to: compiled.to_string(),
@@ -218,11 +226,14 @@ impl App {
                     prepare_time,
                     phases,
                     kept_shadow_state: false,
+                    path,
                 };
-                self.commit(compiled, guest);
+                self.commit_dropping(compiled, guest, unused);
                 self.stats.swaps += 1;
                 self.stats.last_pause = Some(phases.pause);
-                self.stats.last_state_len = Some(state_len);
+                if state_len > 0 {
+                    self.stats.last_state_len = Some(state_len);
+                }
                 Ok(report)
             }
             Err(error) => {
@@ -234,9 +245,45 @@ impl App {
                 };
                 let mut refused = self.refused(compiled.to_string(), error);
                 refused.recovery = recovery;
+                if let Some(unused) = unused {
+                    dispose(unused);
+                }
                 Err(Box::new(refused))
             }
         }
+    }
+
+    /// The in-place pause: the fresh instance `new` (which described its layout) is not used;
+    /// another instance of its module takes over the running memory. On failure the running
+    /// instance and its memory are as they were, and the swap is refused.
+    fn swap_in_place(
+        &mut self,
+        compiled: &Compiled,
+        new: &Guest,
+        budget: Instant,
+    ) -> Result<Moved, SwapError> {
+        let started = Instant::now();
+        let (guest, timing) = in_place::swap(&self.runtime, &self.guest, (compiled, new), budget)?;
+        let phases = Phases {
+            pause: started.elapsed(),
+            ..Phases::default()
+        };
+        Ok((guest, 0, phases, SwapPath::InPlace(timing)))
+    }
+
+    /// The by-value pause (`transfer`), keeping a copy of the state for a snapshot if asked.
+    fn swap_by_value(
+        &mut self,
+        new: Guest,
+        budget: Instant,
+        reason: String,
+    ) -> Result<Moved, SwapError> {
+        // Sized from the last swap, so that keeping the copy does not reallocate in the pause.
+        let last_len = self.stats.last_state_len.unwrap_or(0);
+        self.swapped_state = self.keep_swapped.then(|| Vec::with_capacity(last_len));
+        let (guest, state_len, phases) =
+            transfer(&mut self.guest, new, budget, &mut self.swapped_state)?;
+        Ok((guest, state_len, phases, SwapPath::ByValue(reason)))
     }
 
     /// Commits `other`'s instance in place of the running one, with the state it holds: a swap
@@ -269,6 +316,7 @@ impl App {
                 ..Phases::default()
             },
             kept_shadow_state: true,
+            path: SwapPath::ByValue("the new version kept the state of its shadow run".into()),
         }
     }
 
@@ -314,11 +362,16 @@ impl App {
         recovery
     }
 
-    fn commit(&mut self, compiled: Compiled, mut guest: Guest) {
+    fn commit(&mut self, compiled: Compiled, guest: Guest) {
+        self.commit_dropping(compiled, guest, None);
+    }
+
+    /// [`App::commit`], dropping `unused` with the old instance.
+    fn commit_dropping(&mut self, compiled: Compiled, mut guest: Guest, unused: Option<Guest>) {
         guest.watch_memory(self.memory.clone());
         self.compiled = compiled;
         self.stats.damaged = None;
-        dispose(std::mem::replace(&mut self.guest, guest));
+        dispose((std::mem::replace(&mut self.guest, guest), unused));
     }
 }
 
@@ -382,10 +435,14 @@ fn transfer(
     Ok((new, state_len, phases))
 }
 
-/// Drops an instance (its whole `Store`) on another thread: freeing a large memory takes time.
-fn dispose(guest: Guest) {
-    // If the thread cannot start, the closure (and the instance) is dropped right here.
+/// What a swap's pause hands the commit: the new instance, the state's size (0 in place), the
+/// phases' times and how the state crossed.
+type Moved = (Guest, usize, Phases, SwapPath);
+
+/// Drops instances (their whole `Store`s) on another thread: freeing a large memory takes time.
+fn dispose<T: Send + 'static>(guests: T) {
+    // If the thread cannot start, the closure (and the instances) is dropped right here.
     let _ = std::thread::Builder::new()
         .name("hotswap-drop".into())
-        .spawn(move || drop(guest));
+        .spawn(move || drop(guests));
 }

@@ -57,6 +57,9 @@ pub struct Compiled {
     pub compile_time: Duration,
     /// Whether it came from the cache.
     pub cached: bool,
+    /// What of linear memory its static data claims, or why that cannot be known (then it
+    /// cannot take over a memory in place).
+    pub statics: Result<crate::in_place::Statics, String>,
 }
 
 impl fmt::Display for Compiled {

@@ -176,6 +176,9 @@ pub enum SwapError {
         /// The new version's.
         new: u32,
     },
+    /// The new instance could not adopt the state kept in place (`hotswap_adopt`).
+    #[error("the new version could not adopt the state kept in place: {0}")]
+    Adopt(CallError),
     /// The old instance failed to export its state.
     #[error("the running version failed to export its state: {0}")]
     Export(CallError),

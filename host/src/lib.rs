@@ -7,7 +7,9 @@
 //! 3. [`guest`]: instantiate it in its own `Store` and make the ABI's calls, bounds-checked,
 //!    time-limited and memory-limited;
 //! 4. [`app`]: the running app: events, and swaps that export the old state, copy it into the
-//!    new instance, import it, prove the new instance can export it, and commit;
+//!    new instance, import it, prove the new instance can export it, and commit; or, when both
+//!    versions keep their state in place with the same layout, [`in_place`]: the new instance
+//!    takes over the old one's memory;
 //!
 //! with [`runtime`] holding what every version shares (engine, linker, limits, module cache),
 //! [`report`] what the app reports and [`text`] how guest text is made safe to print. Around
@@ -41,6 +43,7 @@ pub mod deploy;
 pub mod error;
 pub mod guest;
 pub mod http;
+pub mod in_place;
 pub mod metrics;
 pub mod persist;
 pub mod report;
@@ -58,5 +61,5 @@ pub use app::App;
 pub use compile::{Compiled, ModuleHash};
 pub use error::{CallError, CheckError, SwapError};
 pub use guest::{Config, DirMapping, Limits};
-pub use report::{EventError, Phases, Recovery, Stats, SwapRefused, SwapReport};
+pub use report::{EventError, Phases, Recovery, Stats, SwapPath, SwapRefused, SwapReport};
 pub use runtime::{Prepared, Runtime};

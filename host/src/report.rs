@@ -65,6 +65,35 @@ pub struct SwapReport {
     pub phases: Phases,
     /// The new version kept the state it built in its shadow run: nothing was carried over.
     pub kept_shadow_state: bool,
+    /// How the state crossed: in place, or by value and why.
+    pub path: SwapPath,
+}
+
+/// How the state crossed a swap.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SwapPath {
+    /// The new instance took over the old one's memory, with these steps' times.
+    InPlace(crate::in_place::Timing),
+    /// Exported by the old code, imported by the new; why it could not stay in place.
+    ByValue(String),
+}
+
+impl SwapPath {
+    /// `in place`, or `by value`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            SwapPath::InPlace(_) => "in place",
+            SwapPath::ByValue(_) => "by value",
+        }
+    }
+
+    /// Why the state went by value (none when it stayed in place).
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            SwapPath::InPlace(_) => None,
+            SwapPath::ByValue(reason) => Some(reason),
+        }
+    }
 }
 
 impl fmt::Display for SwapReport {
@@ -86,9 +115,23 @@ impl fmt::Display for SwapReport {
                 format_duration(p.pause),
             );
         }
+        if let SwapPath::InPlace(t) = &self.path {
+            return write!(
+                f,
+                "swapped {} → {}: state v{} → v{} kept in place (same layout), {compile}, pause {} (clear {} + instantiate {} + adopt {})",
+                self.from,
+                self.to,
+                self.from_state_version,
+                self.to_state_version,
+                format_duration(p.pause),
+                format_duration(t.clear),
+                format_duration(t.instantiate),
+                format_duration(t.adopt),
+            );
+        }
         write!(
             f,
-            "swapped {} → {}: state v{} → v{}, {}, {compile}, pause {} (export {} + copy {} + import {} + verify {})",
+            "swapped {} → {}: state v{} → v{}, {} by value, {compile}, pause {} (export {} + copy {} + import {} + verify {})",
             self.from,
             self.to,
             self.from_state_version,
@@ -99,7 +142,11 @@ impl fmt::Display for SwapReport {
             format_duration(p.copy),
             format_duration(p.import),
             format_duration(p.verify),
-        )
+        )?;
+        match &self.path {
+            SwapPath::ByValue(reason) => write!(f, " (not in place: {reason})"),
+            SwapPath::InPlace(_) => Ok(()),
+        }
     }
 }
 

@@ -5,8 +5,10 @@
 use crate::check::check;
 use crate::compile::{Compiled, ModuleHash, compile, display_name, read_module};
 use crate::error::{CallError, SwapError};
+use crate::guest::mapping::{Mapping, Memories};
 use crate::guest::tape::Tape;
 use crate::guest::{Config, EPOCH_TICK, Guest, GuestCtx, Limits, Setup, linker};
+use crate::in_place::Statics;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -37,6 +39,11 @@ impl Runtime {
         // range up front, so none needs to move to grow): `Guest` relies on it to reach guest
         // memory without a lookup per access.
         engine_config.memory_may_move(false);
+        // The host maps every linear memory itself, so that an in-place swap can hand one to
+        // the next version (`guest::mapping`). Copy-on-write initialization needs wasmtime's
+        // own mappings: data segments are copied instead (BENCHMARKS.md, "In place").
+        engine_config.with_host_memory(Arc::new(Memories));
+        engine_config.memory_init_cow(false);
         // For profiling guests: `HOTSWAP_PERFMAP=1 perf record ...` names compiled guest
         // functions in perf's reports.
         if std::env::var_os("HOTSWAP_PERFMAP").is_some() {
@@ -76,6 +83,7 @@ impl Runtime {
     pub fn compile(&self, name: &str, bytes: &[u8]) -> Result<Compiled, SwapError> {
         let hash = ModuleHash::of(bytes);
         let name = name.to_owned();
+        let statics = Statics::of(bytes);
         if let Some(module) = self.cached(&hash) {
             let compile_time = Duration::ZERO;
             return Ok(Compiled {
@@ -84,6 +92,7 @@ impl Runtime {
                 module,
                 compile_time,
                 cached: true,
+                statics,
             });
         }
         let started = Instant::now();
@@ -95,6 +104,7 @@ impl Runtime {
             module,
             compile_time,
             cached: false,
+            statics,
         })
     }
 
@@ -133,6 +143,16 @@ impl Runtime {
 
     /// Checks a compiled module and makes a new instance of it.
     pub(crate) fn instantiate(&self, compiled: &Compiled) -> Result<Guest, SwapError> {
+        self.instantiate_on(compiled, None)
+    }
+
+    /// [`Runtime::instantiate`] on the memory of another instance (the in-place swap), or on a
+    /// fresh one.
+    pub(crate) fn instantiate_on(
+        &self,
+        compiled: &Compiled,
+        adopt: Option<Arc<Mapping>>,
+    ) -> Result<Guest, SwapError> {
         let pre = check(&self.linker, &compiled.module)?;
         let setup = Setup {
             engine: &self.engine,
@@ -140,7 +160,7 @@ impl Runtime {
             limits: &self.limits,
             tape: &self.tape,
         };
-        Guest::instantiate(&setup, &pre, compiled)
+        Guest::instantiate_on(&setup, &pre, compiled, adopt)
     }
 
     /// A compiled module from the cache, if these bytes were compiled before.
@@ -183,6 +203,12 @@ impl Prepared {
     /// Whether the new version serves HTTP (exports `hotswap_http`).
     pub fn serves_http(&self) -> bool {
         self.guest.serves_http()
+    }
+
+    /// The layout description of its state, if it keeps its state in place (see the ABI's
+    /// "Keeping the state in place").
+    pub fn layout(&self) -> Option<&str> {
+        self.guest.layout()
     }
 
     /// The new instance's linear memory size, in bytes.

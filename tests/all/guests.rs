@@ -4,6 +4,12 @@
 use hotswap::SwapError;
 use hotswap_tests::*;
 
+// The guests that keep their state in place have their tests with the in-place swap's.
+pub use crate::in_place::{
+    kv_in_place, kv_in_place_next, shapes_in_place, shapes_in_place_collection,
+    shapes_in_place_field, shapes_in_place_order, shapes_in_place_variant, todo_in_place,
+};
+
 /// counter v1 → v2: the value counted by v1 is kept, and the next `inc` runs v2's code.
 #[test]
 pub fn counter_v1() {

@@ -8,6 +8,7 @@ mod failures;
 mod guests;
 mod hostile;
 mod http;
+mod in_place;
 mod limits;
 mod memory;
 mod metrics;

@@ -3,13 +3,26 @@
 //! Messages are text commands: `set KEY VALUE`, `get KEY`, `del KEY`, `count`, and
 //! `fill N`, which adds N generated records (`KEY = 11-digit number`, 16-byte value) so tests
 //! and benchmarks can make state of any size.
+//!
+//! `guests/in-place/kv` builds this same code with the feature `in-place`: the state then stays
+//! in linear memory across a swap to a version with the same layout (`export_app!(Store,
+//! in_place)`), and the feature `next` (`guests/in-place/kv-next`) makes such a version, whose
+//! replies say `kv v1 (next)`.
 
 use hotswap_guest::App;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+/// How the replies name this version.
+const NAME: &str = if cfg!(feature = "next") {
+    "kv v1 (next)"
+} else {
+    "kv v1"
+};
+
 /// State, shape 1. Version 2 removes `last_key` and adds a field, with no migration code.
 #[derive(Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "in-place", derive(hotswap_guest::InPlace))]
 #[serde(default)]
 struct Store {
     // Decoded in bulk: a large map takes over faster at a swap (see `hotswap_guest::de`).
@@ -51,8 +64,11 @@ impl App for Store {
             },
             _ => "error: expected set KEY VALUE | get KEY | del KEY | count | fill N".to_owned(),
         };
-        format!("kv v1: {reply}").into_bytes()
+        format!("{NAME}: {reply}").into_bytes()
     }
 }
 
+#[cfg(not(feature = "in-place"))]
 hotswap_guest::export_app!(Store);
+#[cfg(feature = "in-place")]
+hotswap_guest::export_app!(Store, in_place);

@@ -4,6 +4,9 @@
 //! Routes: `GET /todos` lists, `POST /todos` adds the body as a to-do, `POST /hit` counts a hit
 //! and replies with the count, `GET /version` names the version, and `GET /panic` panics (the
 //! host answers 500 and serves on). Every response names the version in `x-app-version`.
+//!
+//! `guests/in-place/todo` builds this same code with the feature `in-place`: the state then
+//! stays in linear memory across a swap to a version with the same layout.
 
 use hotswap_guest::App;
 use hotswap_guest::http::{Request, Response, ResponseExt};
@@ -13,6 +16,7 @@ const VERSION: &str = "todo-v1";
 
 /// State, shape 1: the to-dos are plain titles.
 #[derive(Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "in-place", derive(hotswap_guest::InPlace))]
 #[serde(default)]
 struct Todos {
     items: Vec<String>,
@@ -51,4 +55,7 @@ impl App for Todos {
     }
 }
 
+#[cfg(not(feature = "in-place"))]
 hotswap_guest::export_app!(Todos);
+#[cfg(feature = "in-place")]
+hotswap_guest::export_app!(Todos, in_place);

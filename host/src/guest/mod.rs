@@ -6,6 +6,7 @@
 
 mod ctx;
 mod limits;
+pub(crate) mod mapping;
 mod memory;
 mod sink;
 mod stdio;
@@ -44,6 +45,8 @@ struct Exports {
     http: Option<TypedFunc<i32, i32>>,
     /// Optional.
     warm: Option<TypedFunc<i32, ()>>,
+    /// Only apps that keep their state in place export it (with `hotswap_layout`).
+    adopt: Option<TypedFunc<(), i32>>,
 }
 
 /// What an instance is made with.
@@ -64,6 +67,11 @@ pub struct Guest {
     /// The input buffer last reserved: address and capacity.
     input: (usize, usize),
     state_version: u32,
+    /// The layout description of a state kept in place (`hotswap_layout`), if the app keeps
+    /// it there.
+    layout: Option<Box<str>>,
+    /// The linear memory's mapping, shared with the instance that adopts it.
+    mapping: Arc<mapping::Mapping>,
     limits: Arc<Limits>,
     /// When set, every call must end by then, whatever the call limit: the calls of one step
     /// (a swap's pause, an event and its recovery) share one `--timeout`.
@@ -71,19 +79,29 @@ pub struct Guest {
 }
 
 impl Guest {
-    /// Instantiates a checked module in a new `Store`, runs `_initialize`, checks the ABI
-    /// version and reads the state version and the output descriptor's address.
-    pub(crate) fn instantiate(
+    /// Instantiates a checked module in a new `Store` (on a fresh memory, or on the memory of
+    /// another instance: `adopt`, the in-place swap), runs `_initialize`, checks the ABI
+    /// version and reads the state version and the output descriptor's address. An adopting
+    /// instance is not asked for its layout (that call would
+    /// allocate in the adopted heap): the caller knows it.
+    pub(crate) fn instantiate_on(
         setup: &Setup<'_>,
         pre: &InstancePre<GuestCtx>,
         compiled: &Compiled,
+        adopt: Option<Arc<mapping::Mapping>>,
     ) -> Result<Guest, SwapError> {
+        let adopting = adopt.is_some();
+        if let Some(mapping) = adopt {
+            mapping::adopting(mapping);
+        }
         let mut store = Store::new(setup.engine, context(setup, compiled)?);
         store.limiter(|ctx| ctx);
         let ticks = setup.limits.call_ticks();
         store.set_epoch_deadline(ticks);
         store.data_mut().deadline_epoch = setup.limits.epoch() + ticks;
-        let instance = pre.instantiate(&mut store).map_err(|e| {
+        let instantiated = pre.instantiate(&mut store);
+        let mapping = mapping::take_created();
+        let instance = instantiated.map_err(|e| {
             let error = trap::classify(e, setup.limits);
             let step = match error {
                 CallError::MemoryLimit { .. } => "instantiation",
@@ -91,6 +109,8 @@ impl Guest {
             };
             SwapError::Initialize { step, error }
         })?;
+        let mapping =
+            mapping.ok_or_else(|| SwapError::Instantiate("the module defines no memory".into()))?;
         let memory = instance
             .get_memory(&mut store, abi::MEMORY)
             .ok_or(CheckError::NoMemory)?;
@@ -103,10 +123,15 @@ impl Guest {
             descriptor: 0,
             input: (0, 0),
             state_version: 0,
+            layout: None,
+            mapping,
             limits: setup.limits.clone(),
             budget: None,
         };
         guest.initialize(&instance)?;
+        if !adopting {
+            guest.query_layout(&instance)?;
+        }
         Ok(guest)
     }
 
@@ -146,6 +171,49 @@ impl Guest {
             .map_err(step("`hotswap_output`"))?;
         self.descriptor = descriptor as u32 as usize;
         self.output_bytes().map_err(step("`hotswap_output`"))?;
+        Ok(())
+    }
+
+    /// Asks an app that keeps its state in place (it exports `hotswap_layout` and
+    /// `hotswap_adopt`) for its layout description.
+    fn query_layout(&mut self, instance: &wasmtime::Instance) -> Result<(), SwapError> {
+        let layout = instance.get_typed_func::<(), i32>(&mut self.store, abi::LAYOUT_FN.name);
+        let (Ok(layout), Some(_)) = (layout, &self.exports.adopt) else {
+            return Ok(());
+        };
+        let step = |error| SwapError::Initialize {
+            step: "`hotswap_layout`",
+            error,
+        };
+        let status = self.call_func(&layout, ()).map_err(step)?;
+        let text = self.output(status).map_err(step)?;
+        let text = std::str::from_utf8(text)
+            .map_err(|_| step(CallError::Abi("the layout description is not UTF-8".into())))?;
+        self.layout = Some(text.into());
+        Ok(())
+    }
+
+    /// The layout description of the state, if the app keeps it in place.
+    pub(crate) fn layout(&self) -> Option<&str> {
+        self.layout.as_deref()
+    }
+
+    /// The mapping of the instance's linear memory.
+    pub(crate) fn mapping(&self) -> &Arc<mapping::Mapping> {
+        &self.mapping
+    }
+
+    /// Takes over the state kept in place in the adopted memory (`hotswap_adopt`); `layout`
+    /// is the one this code described before (on a fresh instance).
+    pub(crate) fn adopt(&mut self, layout: &str) -> Result<(), CallError> {
+        let Some(adopt) = self.exports.adopt.clone() else {
+            return Err(CallError::Failed(
+                "the module does not export `hotswap_adopt`".into(),
+            ));
+        };
+        let status = self.call_func(&adopt, ())?;
+        self.output(status)?;
+        self.layout = Some(layout.into());
         Ok(())
     }
 
@@ -434,5 +502,8 @@ fn exports(
         // Checked to have the right signature if present.
         http: instance.get_typed_func(&mut *store, abi::HTTP_FN.name).ok(),
         warm: instance.get_typed_func(&mut *store, abi::WARM_FN.name).ok(),
+        adopt: instance
+            .get_typed_func(&mut *store, abi::ADOPT_FN.name)
+            .ok(),
     })
 }

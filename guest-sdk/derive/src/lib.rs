@@ -1,0 +1,133 @@
+//! `#[derive(InPlace)]`: see `hotswap_guest::InPlace`, which re-exports it.
+use proc_macro2::TokenStream;
+use quote::{quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::{Data, DeriveInput, Fields, parse_macro_input};
+
+/// Implements `hotswap_guest::InPlace` for a struct or an enum whose fields all implement it.
+#[proc_macro_derive(InPlace)]
+pub fn derive_in_place(input: proc_macro::TokenStream) -> proc_macro::TokenStream {
+    let input = parse_macro_input!(input as DeriveInput);
+    expand(&input)
+        .unwrap_or_else(syn::Error::into_compile_error)
+        .into()
+}
+
+fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
+    if let Some(lifetime) = input.generics.lifetimes().next() {
+        return Err(syn::Error::new_spanned(
+            lifetime,
+            "a type kept in place cannot borrow: its values outlive the code that made them; \
+             hold owned values (`String`, `Vec`, `Box`) instead",
+        ));
+    }
+    let name = &input.ident;
+    let repr: Vec<String> = (input.attrs.iter())
+        .filter(|a| a.path().is_ident("repr"))
+        .map(|a| quote!(#a).to_string())
+        .collect();
+    let label = format!(
+        "{name}{}",
+        repr.iter().map(|r| format!(" {r}")).collect::<String>()
+    );
+    let mut field_types = Vec::new();
+    let (kind, body) = match &input.data {
+        Data::Struct(s) => ("struct", fields(&s.fields, None, &mut field_types)),
+        Data::Enum(e) => {
+            let variants = e.variants.iter().map(|v| {
+                let discriminant = v.discriminant.as_ref().map(|(_, e)| quote!(#e).to_string());
+                let vname = match discriminant {
+                    Some(d) => format!("{} = {d}", v.ident),
+                    None => v.ident.to_string(),
+                };
+                fields(&v.fields, Some(vname), &mut field_types)
+            });
+            ("enum", quote!(#(#variants)*))
+        }
+        Data::Union(u) => {
+            return Err(syn::Error::new_spanned(
+                u.union_token,
+                "`InPlace` cannot be derived for a union: which field holds a value is not known",
+            ));
+        }
+    };
+    let krate = quote!(::hotswap_guest);
+    let params = input.generics.type_params().map(|p| &p.ident);
+    let param_parts = quote! {#(
+        let n = d.reference::<#params>();
+        d.part(::core::format_args!("param #{}", n));
+    )*};
+    let mut generics = input.generics.clone();
+    let where_clause = generics.make_where_clause();
+    for ty in &field_types {
+        where_clause
+            .predicates
+            .push(syn::parse_quote_spanned!(ty.span()=> #ty: #krate::InPlace));
+    }
+    for p in input.generics.type_params() {
+        let p = &p.ident;
+        where_clause
+            .predicates
+            .push(syn::parse_quote!(#p: #krate::InPlace));
+    }
+    let (impl_generics, ty_generics, where_clause) = generics.split_for_impl();
+    Ok(quote! {
+        // SAFETY: every field's type is `InPlace` (the where clause), and `describe` names each
+        // with its real offset (`offset_of!`), with the type's real size and alignment.
+        unsafe impl #impl_generics #krate::InPlace for #name #ty_generics #where_clause {
+            fn describe(d: &mut #krate::Describer<'_>) {
+                d.begin(#kind, #label, ::core::mem::size_of::<Self>(), ::core::mem::align_of::<Self>());
+                #param_parts
+                #body
+            }
+        }
+    })
+}
+
+/// The parts for a struct's fields (with offsets), or for one variant's (`variant`: its name).
+fn fields(fields: &Fields, variant: Option<String>, types: &mut Vec<syn::Type>) -> TokenStream {
+    let mut parts = Vec::new();
+    for (i, field) in fields.iter().enumerate() {
+        let ty = &field.ty;
+        types.push(ty.clone());
+        let member: syn::Member = match &field.ident {
+            Some(ident) => ident.clone().into(),
+            None => syn::Index::from(i).into(),
+        };
+        let label = match &field.ident {
+            Some(ident) => ident.to_string(),
+            None => i.to_string(),
+        };
+        let offset = match &variant {
+            None => quote!(::core::format_args!(
+                " at {}",
+                ::core::mem::offset_of!(Self, #member)
+            )),
+            Some(_) => quote!(::core::format_args!("")),
+        };
+        parts.push(quote_spanned! {ty.span()=>
+            let n = d.reference::<#ty>();
+            d.part(::core::format_args!("{}: #{}{}", #label, n, #offset));
+        });
+    }
+    match variant {
+        None => quote!(#(#parts)*),
+        Some(name) => {
+            let shape = match fields {
+                Fields::Named(_) => "{",
+                Fields::Unnamed(_) => "(",
+                Fields::Unit => "",
+            };
+            let close = match fields {
+                Fields::Named(_) => "}",
+                Fields::Unnamed(_) => ")",
+                Fields::Unit => "",
+            };
+            quote! {
+                d.part(::core::format_args!("variant {} {}", #name, #shape));
+                #(#parts)*
+                d.part(::core::format_args!("{}", #close));
+            }
+        }
+    }
+}

@@ -1,0 +1,221 @@
+//! Linear memories the host maps itself (wasmtime's `MemoryCreator`), so that a new instance
+//! can be given the memory of the instance it replaces: the in-place swap.
+//!
+//! Each memory reserves its whole range plus the guard up front (as wasmtime's own do with
+//! `memory_may_move(false)`), readable and writable up to its size, so its base never moves. A
+//! [`Mapping`] is shared (`Arc`) by the instances that use it: during an in-place swap's pause,
+//! the old instance (idle) and the new one (being set up); the mapping is unmapped when the
+//! last of them is dropped. Only one instance ever runs on it at a time, on the app's thread:
+//! the old one is not called again unless the swap fails, and then the new one is dropped and
+//! the memory's size is put back first ([`Mapping::shrink_to`]).
+//!
+//! Which memory an instantiation gets is passed through a thread-local, because wasmtime calls
+//! the creator synchronously on the instantiating thread: [`adopting`] sets the mapping to give
+//! the next memory, and [`take_created`] returns the mapping the last instantiation got.
+use std::cell::RefCell;
+use std::ops::Range;
+use std::ptr::NonNull;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use wasmtime::{LinearMemory, MemoryCreator, MemoryType};
+
+/// One reservation: `[base, base + reserved + guard)`, of which `[base, base + size)` is
+/// readable and writable.
+pub(crate) struct Mapping {
+    base: NonNull<u8>,
+    reserved: usize,
+    guard: usize,
+    size: AtomicUsize,
+}
+
+// SAFETY: the mapping is plain memory; its size is atomic, and the bytes are only touched by the
+// one instance that runs on it at a time (see the module docs) or by the host between calls.
+unsafe impl Send for Mapping {}
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    fn new(size: usize, reserved: usize, guard: usize) -> Result<Mapping, String> {
+        let total = reserved
+            .checked_add(guard)
+            .ok_or("memory reservation overflows")?;
+        // SAFETY: a fresh anonymous mapping; nothing else refers to it.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                total,
+                libc::PROT_NONE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if base == libc::MAP_FAILED {
+            return Err(format!(
+                "cannot reserve {total} bytes for a linear memory: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+        let mapping = Mapping {
+            base: NonNull::new(base.cast()).ok_or("mmap returned null")?,
+            reserved,
+            guard,
+            size: AtomicUsize::new(0),
+        };
+        mapping.grow_to(size).map_err(|e| e.to_string())?;
+        Ok(mapping)
+    }
+
+    /// The memory's size in bytes.
+    pub(crate) fn size(&self) -> usize {
+        self.size.load(Ordering::Relaxed)
+    }
+
+    fn grow_to(&self, new_size: usize) -> std::io::Result<()> {
+        let old = self.size();
+        if new_size > self.reserved {
+            return Err(std::io::Error::other("beyond the memory's reservation"));
+        }
+        if new_size > old {
+            let start = page_down(old);
+            // SAFETY: `[start, new_size)` lies within the reservation.
+            let done = unsafe {
+                libc::mprotect(
+                    self.base.as_ptr().add(start).cast(),
+                    page_up(new_size) - start,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                )
+            };
+            if done != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        self.size.store(new_size.max(old), Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Puts the size back to `size` (after a failed in-place swap: the new instance may have
+    /// grown the memory): the pages beyond are zeroed and made inaccessible again, as if never
+    /// grown.
+    pub(crate) fn shrink_to(&self, size: usize) {
+        let old = self.size();
+        if size >= old {
+            return;
+        }
+        let start = page_up(size);
+        let end = page_up(old);
+        if end > start {
+            // SAFETY: `[start, end)` lies within the reservation; no instance runs now.
+            unsafe {
+                let at = self.base.as_ptr().add(start).cast();
+                libc::madvise(at, end - start, libc::MADV_DONTNEED);
+                libc::mprotect(at, end - start, libc::PROT_NONE);
+            }
+        }
+        self.size.store(size, Ordering::Relaxed);
+    }
+
+    /// The bytes at `range`, which must lie within the memory. For the host, between calls.
+    #[allow(clippy::mut_from_ref)] // the memory is not Rust-owned data; see the SAFETY note
+    pub(crate) fn bytes_mut(&self, range: Range<usize>) -> Option<&mut [u8]> {
+        if range.start > range.end || range.end > self.size() {
+            return None;
+        }
+        // SAFETY: within the accessible size; no instance runs while the host holds it (the
+        // caller's `&mut` to the instances ensures that).
+        Some(unsafe {
+            std::slice::from_raw_parts_mut(self.base.as_ptr().add(range.start), range.len())
+        })
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: the whole reservation, mapped in `new`; no instance uses it any more.
+        unsafe { libc::munmap(self.base.as_ptr().cast(), self.reserved + self.guard) };
+    }
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
+}
+
+fn page_down(n: usize) -> usize {
+    n & !(page_size() - 1)
+}
+
+fn page_up(n: usize) -> usize {
+    n.div_ceil(page_size()) * page_size()
+}
+
+/// What wasmtime holds for an instance's memory: a share of a [`Mapping`].
+struct Memory(Arc<Mapping>);
+
+// SAFETY: the base never moves (the whole reservation is mapped up front); `byte_size` is the
+// accessible size, and the guard after the reservation stays unmapped.
+unsafe impl LinearMemory for Memory {
+    fn byte_size(&self) -> usize {
+        self.0.size()
+    }
+    fn byte_capacity(&self) -> usize {
+        self.0.reserved
+    }
+    fn grow_to(&mut self, new_size: usize) -> wasmtime::Result<()> {
+        self.0.grow_to(new_size).map_err(wasmtime::Error::new)
+    }
+    fn as_ptr(&self) -> *mut u8 {
+        self.0.base.as_ptr()
+    }
+}
+
+thread_local! {
+    /// The mapping the next memory created on this thread adopts.
+    static ADOPT: RefCell<Option<Arc<Mapping>>> = const { RefCell::new(None) };
+    /// The mapping the last memory created on this thread got.
+    static CREATED: RefCell<Option<Arc<Mapping>>> = const { RefCell::new(None) };
+}
+
+/// Makes the next memory created on this thread be `mapping` (until [`take_created`]).
+pub(crate) fn adopting(mapping: Arc<Mapping>) {
+    ADOPT.with(|a| *a.borrow_mut() = Some(mapping));
+}
+
+/// The mapping of the last memory created on this thread, and forgets any adoption not taken.
+pub(crate) fn take_created() -> Option<Arc<Mapping>> {
+    ADOPT.with(|a| a.borrow_mut().take());
+    CREATED.with(|c| c.borrow_mut().take())
+}
+
+/// The engine's memory creator.
+pub(crate) struct Memories;
+
+// SAFETY: every memory is a reservation of `reserved_size_in_bytes` (or, without one, of the
+// maximum) plus `guard_size_in_bytes` left inaccessible, zero-filled when fresh; an adopted one
+// is the same kind of reservation, made for the same engine.
+unsafe impl MemoryCreator for Memories {
+    fn new_memory(
+        &self,
+        _ty: MemoryType,
+        minimum: usize,
+        maximum: Option<usize>,
+        reserved_size_in_bytes: Option<usize>,
+        guard_size_in_bytes: usize,
+    ) -> Result<Box<dyn LinearMemory>, String> {
+        let reserved = reserved_size_in_bytes
+            .or(maximum)
+            .ok_or("a memory with neither a reservation nor a maximum")?;
+        let mapping = match ADOPT.with(|a| a.borrow_mut().take()) {
+            Some(adopted)
+                if adopted.reserved == reserved
+                    && adopted.guard == guard_size_in_bytes
+                    && adopted.size() >= minimum =>
+            {
+                adopted
+            }
+            Some(_) => return Err("the adopted memory does not fit this module's memory".into()),
+            None => Arc::new(Mapping::new(minimum, reserved, guard_size_in_bytes)?),
+        };
+        CREATED.with(|c| *c.borrow_mut() = Some(mapping.clone()));
+        Ok(Box::new(Memory(mapping)))
+    }
+}
