@@ -1,5 +1,10 @@
 //! The contract between the Hotswap host and a guest module (ABI version 1).
 //!
+//! Version 1 has grown optional parts since it was first written (HTTP, warming, keeping the
+//! state in place), each an optional export that a host which does not know it ignores: a
+//! module that uses one still runs, by value, on a host that predates it, and every module
+//! written before still runs on this host. That is why the number did not change.
+//!
 //! This crate is the single place where the contract lives. The host (`hotswap`) checks modules
 //! against it and the Rust guest SDK (`hotswap-guest`) implements it, but nothing here is
 //! Rust-specific: `guests/wat/counter.wat` implements it by hand.
@@ -95,6 +100,79 @@
 //! 5. At a swap, `hotswap_export_state` (with any number of `hotswap.state_chunk` calls from
 //!    inside it), which must not change the state. If the swap fails after
 //!    that, the instance keeps receiving events as if nothing happened.
+//!
+//! A swap that keeps the state in place (below) calls nothing on the old instance, and on the
+//! new one (instantiated on the old one's memory) step 1 and then `hotswap_adopt` in place of
+//! steps 2 and 3.
+//!
+//! # Keeping the state in place (optional)
+//!
+//! By default the state crosses a swap by value: the old code encodes it, the new code decodes
+//! it, and the pause grows with the state's size. An app whose next version lays its state out
+//! in memory exactly as the running one does can skip both: the new instance is given the
+//! running instance's linear memory, state and all, and the pause is the same at any size
+//! (BENCHMARKS.md, "In place": about 60 to 70 µs from 1,000 to 1,000,000 records).
+//!
+//! ## What such an app does
+//!
+//! * It exports `hotswap_layout: () -> i32` ([`LAYOUT_FN`]): status, and as output a UTF-8
+//!   *layout description*: text that is equal for two builds exactly when they lay the state
+//!   out the same way. The Rust SDK writes one line each for the SDK's version, the compiler's
+//!   (`rustc --version`), the allocator's and the heap's base, and the target, then one line
+//!   per type reachable from the state, numbered in the order first reached, with its size,
+//!   alignment and, for a struct, each field's name, type and offset (enums: each variant and
+//!   its fields' types; see `hotswap_guest::InPlace`).
+//! * It exports `hotswap_adopt: () -> i32` ([`ADOPT_FN`]): status. Called on an instance whose
+//!   linear memory is the memory of an instance of an earlier version (whose description was
+//!   equal), instead of `hotswap_start` or `hotswap_import_state`: the code takes over the state
+//!   it finds there. It must not allocate or free (a refusal must leave the memory as the old
+//!   version left it), so an error's message lies in static data.
+//! * It keeps everything that must survive (its allocator's state, the root of its state, every
+//!   heap block) at or above [`IN_PLACE_HEAP_BASE`], at addresses that do not depend on the
+//!   module: the Rust SDK puts a header at exactly that address (`dlmalloc`'s state, the
+//!   runtime's address, the layout's fingerprint) and allocates above it. Nothing in the state
+//!   points into the module's code or static data (no `fn`, `dyn`, `&'static`, and no
+//!   `HashMap`, whose empty table points at a static): the SDK makes that a compile error.
+//! * Its static data and initial memory lie below [`IN_PLACE_HEAP_BASE`].
+//!
+//! ## What the host checks, before the pause
+//!
+//! A swap goes in place only if all of these hold; otherwise it goes by value, and the swap
+//! line (and `by_value_because` in JSON) says which one failed:
+//!
+//! 1. both versions export `hotswap_layout` and `hotswap_adopt`;
+//! 2. their state versions are equal (a higher one means the new code migrates: by value);
+//! 3. their layout descriptions are byte for byte equal (the reason names the most telling
+//!    differing line: the SDK, compiler, allocator or target first, then the app's own types);
+//! 4. the app is not durable (a durable app's swap snapshots the state, which needs it by
+//!    value);
+//! 5. each module has exactly one memory, every data segment sits at a constant address, and
+//!    its initial memory ends at or below [`IN_PLACE_HEAP_BASE`].
+//!
+//! ## The pause
+//!
+//! The host saves and then zeroes the bytes from the new module's lowest data segment to the
+//! end of its initial memory (below the heap: the old module's static data and bss, which the
+//! new module's replace), instantiates the new module on the running memory (its data segments
+//! are written, `_initialize` runs), and calls `hotswap_adopt`. If any step fails, the new
+//! instance is dropped, the memory's size and the saved bytes are put back, the swap is
+//! refused, and the old instance (which has not run since) serves on. Then the old instance is
+//! dropped; the memory lives on in the new one. Nothing of the old version remains but the heap
+//! blocks its state owns.
+//!
+//! ## Why this design
+//!
+//! Two designs were weighed (issue 12). Keeping the state in a host-owned region that the guest
+//! reaches through host calls (as `ic-stable-structures` does over a `Memory` trait) is sound
+//! and language-neutral, but every access becomes a host call and a copy: BENCHMARKS.md
+//! ("Design 2's access cost") measures that against a load from linear memory. Adopting the
+//! linear memory (as Motoko's enhanced orthogonal persistence does) costs nothing per event
+//! (measured: kv 1.02×, todo 1.03× the by-value build's time per event, within noise of the 5%
+//! budget) and makes the pause independent of the state's size; its price is the constraints
+//! above, which the SDK enforces, and a layout description the host must be able to trust as
+//! far as the guest's own safety goes. A module that lies about its layout can only corrupt its
+//! own state, which any new version could do anyway; the host's memory safety never depends on
+//! the description.
 //!
 //! # State versions
 //!

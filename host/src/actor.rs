@@ -157,6 +157,9 @@ pub struct Actor {
     pub started: Instant,
     /// The size of the last state carried over: new versions reserve that much before the pause.
     pub state_len: Arc<AtomicUsize>,
+    /// The running version's layout description (for the preparing threads: a version with the
+    /// same one needs no room reserved for the state).
+    pub layout: Arc<std::sync::Mutex<Option<Arc<str>>>>,
     /// Set while a tick waits in the queue (so at most one does).
     pub tick_queued: Arc<AtomicBool>,
     /// Open HTTP connections, when serving HTTP.
@@ -517,7 +520,10 @@ impl Actor {
             },
             Incoming::Shadow(app) => self.app.adopt(*app),
         };
-        self.state_len.store(report.state_len, Ordering::Relaxed);
+        if report.state_len > 0 {
+            self.state_len.store(report.state_len, Ordering::Relaxed);
+        }
+        *self.layout.lock().unwrap_or_else(|e| e.into_inner()) = self.app.layout().map(Arc::from);
         self.tally.swapped(&report);
         self.origin = origin;
         log(format_args!("{report}"));

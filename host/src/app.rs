@@ -110,6 +110,12 @@ impl App {
         self.guest.state_version()
     }
 
+    /// The layout description of the running version's state, if it keeps it in place (see the
+    /// ABI's "Keeping the state in place").
+    pub fn layout(&self) -> Option<&str> {
+        self.guest.layout()
+    }
+
     /// The running instance's linear memory size, in bytes.
     pub fn memory_size(&self) -> usize {
         self.guest.memory_size()
@@ -194,6 +200,7 @@ impl App {
         let Prepared {
             compiled,
             guest,
+            in_place: ready,
             prepare_time,
         } = prepared;
         let from_state_version = self.guest.state_version();
@@ -205,13 +212,15 @@ impl App {
         let budget = Instant::now() + self.runtime.limits().call_timeout();
         let path = in_place::path(
             (&self.compiled, &self.guest),
-            (&compiled, &guest),
+            (&guest, &ready),
             self.keep_swapped,
         );
         // In place, the prepared instance only described its layout: it goes with the old one.
-        let (moved, unused) = match path {
-            Ok(()) => (self.swap_in_place(&compiled, &guest, budget), Some(guest)),
-            Err(reason) => (self.swap_by_value(guest, budget, reason), None),
+        let (moved, unused) = match (path, ready) {
+            (Ok(()), Ok(ready)) => (self.swap_in_place(ready, &guest, budget), Some(guest)),
+            (Err(reason), _) | (_, Err(reason)) => {
+                (self.swap_by_value(guest, budget, reason), None)
+            }
         };
         match moved {
             Ok((guest, state_len, phases, path)) => {
@@ -254,16 +263,18 @@ impl App {
     }
 
     /// The in-place pause: the fresh instance `new` (which described its layout) is not used;
-    /// another instance of its module takes over the running memory. On failure the running
+    /// another instance of its module, readied before the pause, takes over the running
+    /// memory. On failure the running
     /// instance and its memory are as they were, and the swap is refused.
     fn swap_in_place(
         &mut self,
-        compiled: &Compiled,
+        ready: in_place::Ready,
         new: &Guest,
         budget: Instant,
     ) -> Result<Moved, SwapError> {
         let started = Instant::now();
-        let (guest, timing) = in_place::swap(&self.runtime, &self.guest, (compiled, new), budget)?;
+        let layout = new.layout().unwrap_or_default();
+        let (guest, timing) = in_place::swap(&self.guest, ready, layout, budget)?;
         let phases = Phases {
             pause: started.elapsed(),
             ..Phases::default()

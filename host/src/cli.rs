@@ -416,6 +416,15 @@ pub struct LimitArgs {
     /// The largest module file read, in MiB.
     #[arg(long, value_name = "MIB", default_value_t = DEFAULT_MAX_MODULE >> 20, value_parser = clap::value_parser!(u64).range(1..=4096))]
     pub max_module_size: u64,
+    /// Keep compiled modules in DIR (by content hash and engine settings), so that a restart,
+    /// or a swap back to a version compiled before, does not compile again. Default:
+    /// $XDG_CACHE_HOME/hotswap, else ~/.cache/hotswap. Only files owned by this user and
+    /// writable by nobody else are read.
+    #[arg(long, value_name = "DIR")]
+    pub compile_cache: Option<PathBuf>,
+    /// Compile every module, reading and writing no compile cache.
+    #[arg(long, conflicts_with = "compile_cache")]
+    pub no_compile_cache: bool,
 }
 
 impl LimitArgs {
@@ -424,8 +433,24 @@ impl LimitArgs {
             call_timeout: Duration::from_millis(self.timeout),
             max_memory: (self.max_memory as usize) << 20,
             max_module: self.max_module_size << 20,
+            compile_cache: self.compile_cache_dir(),
             ..Config::default()
         }
+    }
+
+    /// `--compile-cache`, or the default one, or none (`--no-compile-cache`, or no home).
+    fn compile_cache_dir(&self) -> Option<PathBuf> {
+        if self.no_compile_cache {
+            return None;
+        }
+        let home = || std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache"));
+        let default = || {
+            (std::env::var_os("XDG_CACHE_HOME").map(PathBuf::from))
+                .filter(|dir| dir.is_absolute())
+                .or_else(home)
+                .map(|dir| dir.join("hotswap"))
+        };
+        self.compile_cache.clone().or_else(default)
     }
 }
 
@@ -530,8 +555,16 @@ fn check(args: &CheckArgs) -> anyhow::Result<()> {
     let prepared = runtime
         .prepare_file(&args.module)
         .with_context(|| format!("{} fails the check", args.module.display()))?;
+    let compiled = match prepared.compiled().cached {
+        true => "loaded from the compile cache",
+        false => "compiled",
+    };
+    let state = match prepared.layout() {
+        Some(_) => "kept in place across swaps to the same layout",
+        None => "carried by value at a swap",
+    };
     print_line(&format!(
-        "{}: ok: Hotswap ABI v{}, state v{}, compiled, checked and instantiated in {}",
+        "{}: ok: Hotswap ABI v{}, state v{} ({state}), {compiled}, checked and instantiated in {}",
         prepared.compiled(),
         hotswap_abi::ABI_VERSION,
         prepared.state_version(),

@@ -2,8 +2,8 @@
 //! the running instance's linear memory, state and all, instead of having the state carried
 //! over by value. The pause then costs the same at any state size (BENCHMARKS.md, "In place").
 //!
-//! Strategy: before the pause, [`path`] decides whether the swap may go in place, and says why
-//! not when it may not (the by-value path is then taken, as before). During the pause, [`swap`]
+//! Strategy: before the pause, `path` decides whether the swap may go in place, and says why
+//! not when it may not (the by-value path is then taken, as before). During the pause, `swap`
 //! saves the few bytes below the heap that the new module's static data will cover, clears
 //! them, instantiates the new module on the old memory (its data segments are written there,
 //! its bss starts zeroed) and asks it to adopt the state (`hotswap_adopt`). If any of that
@@ -15,8 +15,7 @@
 
 use crate::compile::Compiled;
 use crate::error::SwapError;
-use crate::guest::Guest;
-use crate::runtime::Runtime;
+use crate::guest::{Adopter, Guest};
 use crate::text::escape;
 use hotswap_abi::IN_PLACE_HEAP_BASE;
 use std::ops::Range;
@@ -91,6 +90,32 @@ impl Statics {
     }
 }
 
+/// The bytes a module's instance claims in a memory it adopts (see [`Statics::window`]).
+pub(crate) fn window(compiled: &Compiled) -> Result<Range<usize>, String> {
+    (compiled.statics.as_ref().map_err(Clone::clone)).and_then(Statics::window)
+}
+
+/// What an in-place swap to a prepared version needs, made before the pause: the `Store` to
+/// instantiate in, and a buffer (its pages already faulted in) for the bytes its static data
+/// replaces.
+pub(crate) struct Ready {
+    adopter: Adopter,
+    window: Range<usize>,
+    saved: Vec<u8>,
+}
+
+impl Ready {
+    pub(crate) fn new(adopter: Adopter, window: Range<usize>) -> Ready {
+        // Not zeros: a zeroed allocation may be pages not faulted in yet.
+        let saved = vec![0xa5; window.len()];
+        Ready {
+            adopter,
+            window,
+            saved,
+        }
+    }
+}
+
 /// A data segment's offset, when it is a constant.
 fn const_offset(expr: &wasmparser::ConstExpr<'_>) -> Result<u64, String> {
     let mut ops = expr.get_operators_reader();
@@ -104,17 +129,15 @@ fn const_offset(expr: &wasmparser::ConstExpr<'_>) -> Result<u64, String> {
 /// the app keeps snapshots, which a swap writes from the state by value.
 pub(crate) fn path(
     old: (&Compiled, &Guest),
-    new: (&Compiled, &Guest),
+    new: (&Guest, &Result<Ready, String>),
     durable: bool,
 ) -> Result<(), String> {
-    let (Some(old_layout), Some(new_layout)) = (old.1.layout(), new.1.layout()) else {
-        let which = match old.1.layout() {
-            None => "the running version",
-            Some(_) => "the new version",
-        };
-        return Err(format!("{which} does not keep its state in place"));
+    let Some(old_layout) = old.1.layout() else {
+        return Err("the running version does not keep its state in place".into());
     };
-    let (from, to) = (old.1.state_version(), new.1.state_version());
+    let ready = new.1.as_ref().map_err(Clone::clone)?;
+    let new_layout = new.0.layout().unwrap_or_default();
+    let (from, to) = (old.1.state_version(), new.0.state_version());
     if from != to {
         return Err(format!(
             "the state version changes (v{from} → v{to}): the new code migrates the state"
@@ -126,12 +149,9 @@ pub(crate) fn path(
     if durable {
         return Err("the app is durable: its swaps snapshot the state by value".into());
     }
-    for (which, compiled) in [("the running version", old.0), ("the new version", new.0)] {
-        let statics = compiled
-            .statics
-            .as_ref()
-            .map_err(|e| format!("{which}: {e}"))?;
-        statics.window().map_err(|e| format!("{which}: {e}"))?;
+    window(old.0).map_err(|e| format!("the running version: {e}"))?;
+    if old.1.mapping().size() < ready.window.end {
+        return Err("the running memory is smaller than the new static data".into());
     }
     Ok(())
 }
@@ -189,43 +209,41 @@ pub struct Timing {
     pub adopt: Duration,
 }
 
-/// The pause of an in-place swap: `new` (checked by [`path`]) takes over `old`'s memory. On
-/// failure the memory is as it was and `old` serves on.
+/// The pause of an in-place swap: the new version (checked by [`path`], readied before the
+/// pause) takes over `old`'s memory. On failure the memory is as it was and `old` serves on.
 pub(crate) fn swap(
-    runtime: &Runtime,
     old: &Guest,
-    new: (&Compiled, &Guest),
+    ready: Ready,
+    layout: &str,
     budget: Instant,
 ) -> Result<(Guest, Timing), SwapError> {
     let started = Instant::now();
-    let (compiled, fresh) = new;
-    let layout = fresh.layout().unwrap_or_default();
-    let window = (compiled.statics.as_ref().map_err(Clone::clone))
-        .and_then(Statics::window)
-        .map_err(SwapError::Instantiate)?;
+    let Ready {
+        adopter,
+        window,
+        mut saved,
+    } = ready;
     let mapping = old.mapping().clone();
     let size = mapping.size();
     let claimed = mapping.bytes_mut(window.clone()).ok_or_else(|| {
         SwapError::Instantiate("the running memory is smaller than the new static data".into())
     })?;
-    let saved = claimed.to_vec();
-    claimed.fill(0);
+    saved.copy_from_slice(claimed);
+    mapping.zero(window.clone());
     let cleared = Instant::now();
     let mut timing = Timing {
         clear: cleared - started,
         ..Timing::default()
     };
-    let adopted = runtime
-        .instantiate_on(compiled, Some(mapping.clone()))
-        .and_then(|mut guest| {
-            timing.instantiate = cleared.elapsed();
-            guest.set_budget(Some(budget));
-            let adopted = Instant::now();
-            let result = guest.adopt(layout).map_err(SwapError::Adopt);
-            guest.set_budget(None);
-            timing.adopt = adopted.elapsed();
-            result.map(|()| guest)
-        });
+    let adopted = adopter.instantiate(mapping.clone()).and_then(|mut guest| {
+        let instantiated = Instant::now();
+        timing.instantiate = instantiated - cleared;
+        guest.set_budget(Some(budget));
+        let adopted = guest.adopt(layout).map_err(SwapError::Adopt);
+        guest.set_budget(None);
+        timing.adopt = instantiated.elapsed();
+        adopted.map(|()| guest)
+    });
     match adopted {
         Ok(guest) => Ok((guest, timing)),
         Err(error) => {

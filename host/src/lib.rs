@@ -38,6 +38,7 @@ pub mod app;
 pub mod check;
 pub mod cli;
 pub mod compile;
+mod compile_cache;
 pub mod control;
 pub mod deploy;
 pub mod error;

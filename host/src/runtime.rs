@@ -1,14 +1,15 @@
 //! The machinery shared by every version of an app: the wasmtime engine, the linker, the limits,
 //! the epoch ticker that enforces call time limits, and a cache of compiled modules by content
-//! hash; and [`Runtime::prepare`], which turns module bytes into a [`Prepared`] version.
+//! hash (in memory, and on disk with `--compile-cache`); and [`Runtime::prepare`], which turns module bytes into a [`Prepared`] version.
 
 use crate::check::check;
 use crate::compile::{Compiled, ModuleHash, compile, display_name, read_module};
+use crate::compile_cache::CompileCache;
 use crate::error::{CallError, SwapError};
-use crate::guest::mapping::{Mapping, Memories};
+use crate::guest::mapping::Memories;
 use crate::guest::tape::Tape;
 use crate::guest::{Config, EPOCH_TICK, Guest, GuestCtx, Limits, Setup, linker};
-use crate::in_place::Statics;
+use crate::in_place::{self, Ready, Statics};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -27,6 +28,8 @@ pub struct Runtime {
     limits: Arc<Limits>,
     tape: Arc<Tape>,
     cache: Mutex<Vec<(ModuleHash, Module)>>,
+    /// Compiled modules on disk (`Config::compile_cache`), if usable.
+    disk: Option<CompileCache>,
     _ticker: EpochTicker,
 }
 
@@ -51,6 +54,11 @@ impl Runtime {
         }
         let engine = Engine::new(&engine_config)?;
         let limits = Arc::new(Limits::new(&config));
+        let disk = config.compile_cache.as_ref().and_then(|dir| {
+            CompileCache::open(dir, &engine)
+                .map_err(|e| crate::text::log(format_args!("compile cache not used: {e}")))
+                .ok()
+        });
         Ok(Arc::new(Runtime {
             _ticker: EpochTicker::start(engine.clone(), limits.clone())?,
             linker: linker(&engine)?,
@@ -59,6 +67,7 @@ impl Runtime {
             limits,
             tape: Arc::default(),
             cache: Mutex::new(Vec::new()),
+            disk,
         }))
     }
 
@@ -84,7 +93,8 @@ impl Runtime {
         let hash = ModuleHash::of(bytes);
         let name = name.to_owned();
         let statics = Statics::of(bytes);
-        if let Some(module) = self.cached(&hash) {
+        let on_disk = || (self.disk.as_ref()?).load(&self.engine, &hash);
+        if let Some(module) = self.cached(&hash).or_else(on_disk) {
             let compile_time = Duration::ZERO;
             return Ok(Compiled {
                 name,
@@ -98,6 +108,11 @@ impl Runtime {
         let started = Instant::now();
         let module = compile(&self.engine, &name, bytes)?;
         let compile_time = started.elapsed();
+        if let Some(disk) = &self.disk
+            && let Err(e) = disk.store(&hash, &module)
+        {
+            crate::text::log(format_args!("compile cache: {e}"));
+        }
         Ok(Compiled {
             name,
             hash,
@@ -115,10 +130,12 @@ impl Runtime {
         let compiled = self.compile(name, bytes)?;
         let guest = self.instantiate(&compiled)?;
         self.remember(&compiled);
+        let in_place = self.ready_in_place(&compiled, &guest);
         let prepare_time = started.elapsed();
         Ok(Prepared {
             compiled,
             guest,
+            in_place,
             prepare_time,
         })
     }
@@ -128,9 +145,11 @@ impl Runtime {
     pub fn prepare_compiled(&self, compiled: &Compiled) -> Result<Prepared, SwapError> {
         let started = Instant::now();
         let guest = self.instantiate(compiled)?;
+        let in_place = self.ready_in_place(compiled, &guest);
         Ok(Prepared {
             compiled: compiled.clone(),
             guest,
+            in_place,
             prepare_time: started.elapsed(),
         })
     }
@@ -143,24 +162,29 @@ impl Runtime {
 
     /// Checks a compiled module and makes a new instance of it.
     pub(crate) fn instantiate(&self, compiled: &Compiled) -> Result<Guest, SwapError> {
-        self.instantiate_on(compiled, None)
+        let pre = check(&self.linker, &compiled.module)?;
+        Guest::instantiate(&self.setup(), &pre, compiled)
     }
 
-    /// [`Runtime::instantiate`] on the memory of another instance (the in-place swap), or on a
-    /// fresh one.
-    pub(crate) fn instantiate_on(
-        &self,
-        compiled: &Compiled,
-        adopt: Option<Arc<Mapping>>,
-    ) -> Result<Guest, SwapError> {
-        let pre = check(&self.linker, &compiled.module)?;
-        let setup = Setup {
+    /// For a module whose instance `guest` keeps its state in place: what its in-place swap
+    /// needs, made now rather than during the pause; or why it cannot have one.
+    fn ready_in_place(&self, compiled: &Compiled, guest: &Guest) -> Result<Ready, String> {
+        if guest.layout().is_none() {
+            return Err("the new version does not keep its state in place".into());
+        }
+        let window = in_place::window(compiled).map_err(|e| format!("the new version: {e}"))?;
+        let pre = check(&self.linker, &compiled.module).map_err(|e| e.to_string())?;
+        let adopter = Guest::adopter(&self.setup(), &pre, compiled).map_err(|e| e.to_string())?;
+        Ok(Ready::new(adopter, window))
+    }
+
+    fn setup(&self) -> Setup<'_> {
+        Setup {
             engine: &self.engine,
             config: &self.config,
             limits: &self.limits,
             tape: &self.tape,
-        };
-        Guest::instantiate_on(&setup, &pre, compiled, adopt)
+        }
     }
 
     /// A compiled module from the cache, if these bytes were compiled before.
@@ -186,6 +210,8 @@ impl Runtime {
 pub struct Prepared {
     pub(crate) compiled: Compiled,
     pub(crate) guest: Guest,
+    /// What an in-place swap to it needs, or why it cannot have one.
+    pub(crate) in_place: Result<Ready, String>,
     pub(crate) prepare_time: Duration,
 }
 

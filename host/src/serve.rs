@@ -28,7 +28,7 @@ use std::net::SocketAddr;
 use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// What `hotswap run` does.
@@ -87,6 +87,7 @@ pub fn run(runtime: Arc<Runtime>, options: &RunOptions) -> anyhow::Result<()> {
     let (listener, socket) = bind_control(options)?;
     let hints = Hints {
         state_len: Arc::new(AtomicUsize::new(0)),
+        layout: Arc::new(Mutex::new(app.layout().map(Arc::from))),
         memory: app.memory_watch(),
         dir: keeper.as_ref().map(|k| k.dir().clone()),
     };
@@ -130,6 +131,7 @@ pub fn run(runtime: Arc<Runtime>, options: &RunOptions) -> anyhow::Result<()> {
         watching: options.watch.then(|| options.module.clone()),
         started,
         state_len: hints.state_len,
+        layout: hints.layout,
         tick_queued,
         http_connections: http.as_ref().map(|h| h.connections()),
         shut_http: http.map(|h| Box::new(h.shutdown_handle()) as Box<dyn FnOnce()>),
@@ -487,8 +489,10 @@ fn tick(
 /// What a preparing thread knows about the running version, to ready a new one before the pause.
 #[derive(Clone)]
 struct Hints {
-    /// The size of the last state carried over.
+    /// The size of the last state carried over by value (0 before the first).
     state_len: Arc<AtomicUsize>,
+    /// The running version's layout description, if it keeps its state in place.
+    layout: Arc<Mutex<Option<Arc<str>>>>,
     /// The running instance's memory size ([`crate::App::memory_watch`]).
     memory: Arc<AtomicUsize>,
     /// Where every module that may be swapped in is kept first, when the state is kept.
@@ -507,11 +511,28 @@ impl Hints {
                 false => Ok(()),
             }
         };
-        let reserve = self.state_len.load(Ordering::Relaxed).max(MIN_RESERVE);
+        let running = self
+            .layout
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if running.is_some() && prepared.layout() == running.as_deref() {
+            // The swap will keep the state in place (unless something else sends it by value:
+            // then it reserves during the pause).
+            return Ok(());
+        }
+        let memory = self.memory.load(Ordering::Relaxed);
+        // Before the first swap the state's size is not known: guess half the running
+        // memory (the state's encoding is usually smaller than its heap; the pages reserved
+        // count towards the warming below, which grows the heap to the running size anyway).
+        let reserve = match self.state_len.load(Ordering::Relaxed) {
+            0 => memory / 2,
+            known => known,
+        }
+        .max(MIN_RESERVE);
         prepared
             .reserve_state(reserve)
             .or_else(lost("`hotswap_reserve`"))?;
-        let memory = self.memory.load(Ordering::Relaxed);
         prepared.warm_heap(memory).or_else(lost("`hotswap_warm`"))
     }
 }

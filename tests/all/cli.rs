@@ -416,6 +416,42 @@ fn check_reports_the_versions() {
     assert!(stderr(&output).contains("fails the check: the module speaks Hotswap ABI version 99"));
 }
 
+/// `--compile-cache`: the second host to see a module loads it instead of compiling it; a file
+/// others could have written, or that is not compiled code, is passed over and replaced.
+#[test]
+fn compiled_modules_are_kept_on_disk_for_the_next_host() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let cache_arg = cache.to_str().unwrap();
+    let check = || {
+        let output = run(&["check", TODO_V2, "--compile-cache", cache_arg], "");
+        assert!(output.status.success(), "{}", stderr(&output));
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    assert!(check().contains("), compiled,"));
+    assert!(check().contains("loaded from the compile cache"));
+    let files: Vec<_> = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!((mode(&cache), mode(&files[0])), (0o700, 0o600));
+
+    // Writable by others: not trusted.
+    std::fs::set_permissions(&files[0], std::fs::Permissions::from_mode(0o666)).unwrap();
+    assert!(check().contains("), compiled,"));
+    assert_eq!(mode(&files[0]), 0o600, "replaced by a fresh file");
+    // Not compiled code: wasmtime refuses it.
+    std::fs::write(&files[0], b"not compiled code").unwrap();
+    assert!(check().contains("), compiled,"));
+    assert!(check().contains("loaded from the compile cache"));
+    // And none at all.
+    let output = run(&["check", TODO_V2, "--no-compile-cache"], "");
+    assert!(String::from_utf8_lossy(&output.stdout).contains("), compiled,"));
+}
+
 #[test]
 fn bad_flags_are_usage_errors() {
     for args in [

@@ -319,3 +319,28 @@ fn a_different_toolchain_allocator_or_static_size_goes_by_value() {
         assert!(reason.starts_with(said), "{reason}");
     }
 }
+
+/// Many swaps in place leave nothing behind: the memory does not grow from one to the next,
+/// and the state is the one the first version built.
+#[test]
+fn swapping_in_place_again_and_again_grows_nothing() {
+    let runtime = runtime();
+    let mut app = start(&runtime, KV_IN_PLACE);
+    send(&mut app, "fill 3000");
+    let before = state(&mut app);
+    // One round first: the new code's first allocations may grow the heap once.
+    assert_in_place(&swap(&mut app, KV_IN_PLACE_NEXT));
+    assert_in_place(&swap(&mut app, KV_IN_PLACE));
+    let memory = app.memory_size();
+    for _ in 0..100 {
+        assert_in_place(&swap(&mut app, KV_IN_PLACE_NEXT));
+        assert_eq!(send(&mut app, "count"), "kv v1 (next): 3000");
+        assert_in_place(&swap(&mut app, KV_IN_PLACE));
+    }
+    assert_eq!(
+        app.memory_size(),
+        memory,
+        "200 swaps in place grew the memory"
+    );
+    assert_eq!(state(&mut app), before);
+}

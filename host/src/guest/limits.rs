@@ -34,6 +34,9 @@ pub struct Config {
     pub inherit_stdio: bool,
     /// The largest module file read, in bytes.
     pub max_module: u64,
+    /// Where compiled modules are kept between runs (`--compile-cache`); none: compile every
+    /// module each time the host starts.
+    pub compile_cache: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -45,6 +48,7 @@ impl Default for Config {
             env: Vec::new(),
             inherit_stdio: true,
             max_module: crate::compile::DEFAULT_MAX_MODULE,
+            compile_cache: None,
         }
     }
 }

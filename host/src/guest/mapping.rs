@@ -114,6 +114,35 @@ impl Mapping {
         self.size.store(size, Ordering::Relaxed);
     }
 
+    /// Zeroes `range` (within the memory), between calls: whole pages by dropping them (a page
+    /// never touched costs nothing, and one not written again is not faulted back in), the
+    /// edges by writing. False if `range` is not within the memory.
+    pub(crate) fn zero(&self, range: Range<usize>) -> bool {
+        let Some(bytes) = self.bytes_mut(range.clone()) else {
+            return false;
+        };
+        let (first, last) = (page_up(range.start), page_down(range.end));
+        if first >= last {
+            bytes.fill(0);
+            return true;
+        }
+        bytes[..first - range.start].fill(0);
+        bytes[last - range.start..].fill(0);
+        // SAFETY: `[first, last)` lies within the accessible memory; MADV_DONTNEED on a private
+        // anonymous mapping makes those pages read as zeros from now on.
+        let dropped = unsafe {
+            libc::madvise(
+                self.base.as_ptr().add(first).cast(),
+                last - first,
+                libc::MADV_DONTNEED,
+            )
+        };
+        if dropped != 0 {
+            bytes[first - range.start..last - range.start].fill(0);
+        }
+        true
+    }
+
     /// The bytes at `range`, which must lie within the memory. For the host, between calls.
     #[allow(clippy::mut_from_ref)] // the memory is not Rust-owned data; see the SAFETY note
     pub(crate) fn bytes_mut(&self, range: Range<usize>) -> Option<&mut [u8]> {
@@ -208,7 +237,8 @@ unsafe impl MemoryCreator for Memories {
             Some(adopted)
                 if adopted.reserved == reserved
                     && adopted.guard == guard_size_in_bytes
-                    && adopted.size() >= minimum =>
+                    && adopted.size() >= minimum
+                    && maximum.is_none_or(|max| adopted.size() <= max) =>
             {
                 adopted
             }

@@ -57,6 +57,23 @@ pub(crate) struct Setup<'a> {
     pub(crate) tape: &'a Arc<tape::Tape>,
 }
 
+/// A `Store` and a checked module, made before an in-place swap's pause, to be instantiated on
+/// the running memory during it.
+pub(crate) struct Adopter {
+    store: Store<GuestCtx>,
+    pre: InstancePre<GuestCtx>,
+    limits: Arc<Limits>,
+}
+
+impl Adopter {
+    /// Instantiates the module on `mapping` (the running instance's memory). It is not asked
+    /// for its layout (that call would allocate in the adopted heap): a fresh instance of the
+    /// same module described it.
+    pub(crate) fn instantiate(self, mapping: Arc<mapping::Mapping>) -> Result<Guest, SwapError> {
+        Guest::finish(self.store, &self.pre, &self.limits, Some(mapping)).map(|(guest, _)| guest)
+    }
+}
+
 /// A live instance of a guest module.
 pub struct Guest {
     store: Store<GuestCtx>,
@@ -79,30 +96,51 @@ pub struct Guest {
 }
 
 impl Guest {
-    /// Instantiates a checked module in a new `Store` (on a fresh memory, or on the memory of
-    /// another instance: `adopt`, the in-place swap), runs `_initialize`, checks the ABI
-    /// version and reads the state version and the output descriptor's address. An adopting
-    /// instance is not asked for its layout (that call would
-    /// allocate in the adopted heap): the caller knows it.
-    pub(crate) fn instantiate_on(
+    /// Instantiates a checked module in a new `Store`, runs `_initialize`, checks the ABI
+    /// version, reads the state version and the output descriptor's address, and asks an app
+    /// that keeps its state in place for its layout description.
+    pub(crate) fn instantiate(
         setup: &Setup<'_>,
         pre: &InstancePre<GuestCtx>,
         compiled: &Compiled,
-        adopt: Option<Arc<mapping::Mapping>>,
     ) -> Result<Guest, SwapError> {
-        let adopting = adopt.is_some();
+        let store = Store::new(setup.engine, context(setup, compiled)?);
+        let (mut guest, instance) = Guest::finish(store, pre, setup.limits, None)?;
+        guest.query_layout(&instance)?;
+        Ok(guest)
+    }
+
+    /// What [`Adopter::adopt`] needs, made before a swap's pause: a `Store` with its context.
+    pub(crate) fn adopter(
+        setup: &Setup<'_>,
+        pre: &InstancePre<GuestCtx>,
+        compiled: &Compiled,
+    ) -> Result<Adopter, SwapError> {
+        Ok(Adopter {
+            store: Store::new(setup.engine, context(setup, compiled)?),
+            pre: pre.clone(),
+            limits: setup.limits.clone(),
+        })
+    }
+
+    /// Instantiates in `store`, on a fresh memory or on `adopt`, and runs `initialize`.
+    fn finish(
+        mut store: Store<GuestCtx>,
+        pre: &InstancePre<GuestCtx>,
+        limits: &Arc<Limits>,
+        adopt: Option<Arc<mapping::Mapping>>,
+    ) -> Result<(Guest, wasmtime::Instance), SwapError> {
+        store.limiter(|ctx| ctx);
+        let ticks = limits.call_ticks();
+        store.set_epoch_deadline(ticks);
+        store.data_mut().deadline_epoch = limits.epoch() + ticks;
         if let Some(mapping) = adopt {
             mapping::adopting(mapping);
         }
-        let mut store = Store::new(setup.engine, context(setup, compiled)?);
-        store.limiter(|ctx| ctx);
-        let ticks = setup.limits.call_ticks();
-        store.set_epoch_deadline(ticks);
-        store.data_mut().deadline_epoch = setup.limits.epoch() + ticks;
         let instantiated = pre.instantiate(&mut store);
         let mapping = mapping::take_created();
         let instance = instantiated.map_err(|e| {
-            let error = trap::classify(e, setup.limits);
+            let error = trap::classify(e, limits);
             let step = match error {
                 CallError::MemoryLimit { .. } => "instantiation",
                 _ => "its start function",
@@ -125,14 +163,11 @@ impl Guest {
             state_version: 0,
             layout: None,
             mapping,
-            limits: setup.limits.clone(),
+            limits: limits.clone(),
             budget: None,
         };
         guest.initialize(&instance)?;
-        if !adopting {
-            guest.query_layout(&instance)?;
-        }
-        Ok(guest)
+        Ok((guest, instance))
     }
 
     /// `_initialize`, then the ABI's queries, each checked.
