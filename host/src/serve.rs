@@ -522,18 +522,25 @@ impl Hints {
             return Ok(());
         }
         let memory = self.memory.load(Ordering::Relaxed);
-        // Before the first swap the state's size is not known: guess half the running
-        // memory (the state's encoding is usually smaller than its heap; the pages reserved
-        // count towards the warming below, which grows the heap to the running size anyway).
-        let reserve = match self.state_len.load(Ordering::Relaxed) {
-            0 => memory / 2,
-            known => known,
-        }
-        .max(MIN_RESERVE);
+        // Before the first swap the state's size is not known: guess half the running heap
+        // (the memory beyond the module's initial memory: a state's encoding is usually
+        // smaller than its heap), and warm that much more heap, so that decoding still lands
+        // on pages faulted in. Later swaps reserve the last state's size inside the running
+        // size, so memory does not creep up from swap to swap.
+        let initial = (prepared.compiled().statics.as_ref()).map_or(0, |s| s.initial_end as usize);
+        let (reserve, extra) = match self.state_len.load(Ordering::Relaxed) {
+            0 => {
+                let guess = memory.saturating_sub(initial) / 2;
+                (guess, guess)
+            }
+            known => (known, 0),
+        };
         prepared
-            .reserve_state(reserve)
+            .reserve_state(reserve.max(MIN_RESERVE))
             .or_else(lost("`hotswap_reserve`"))?;
-        prepared.warm_heap(memory).or_else(lost("`hotswap_warm`"))
+        prepared
+            .warm_heap(memory + extra)
+            .or_else(lost("`hotswap_warm`"))
     }
 }
 
