@@ -111,7 +111,7 @@
 //! it, and the pause grows with the state's size. An app whose next version lays its state out
 //! in memory exactly as the running one does can skip both: the new instance is given the
 //! running instance's linear memory, state and all, and the pause is the same at any size
-//! (BENCHMARKS.md, "In place": about 60 to 70 µs from 1,000 to 1,000,000 records).
+//! (BENCHMARKS.md, "In place": 40 to 60 µs from 1,000 to 1,000,000 records).
 //!
 //! ## What such an app does
 //!
@@ -167,8 +167,8 @@
 //! and language-neutral, but every access becomes a host call and a copy: BENCHMARKS.md
 //! ("Design 2's access cost") measures that against a load from linear memory. Adopting the
 //! linear memory (as Motoko's enhanced orthogonal persistence does) costs nothing per event
-//! (measured: kv 1.02×, todo 1.03× the by-value build's time per event, within noise of the 5%
-//! budget) and makes the pause independent of the state's size; its price is the constraints
+//! (measured: kv 0.94–0.95×, todo 1.02–1.03× the by-value build's time per event, within the
+//! 5% budget) and makes the pause independent of the state's size; its price is the constraints
 //! above, which the SDK enforces, and a layout description the host must be able to trust as
 //! far as the guest's own safety goes. A module that lies about its layout can only corrupt its
 //! own state, which any new version could do anyway; the host's memory safety never depends on

@@ -69,7 +69,7 @@
 //! allocator's own state (the SDK sets a `dlmalloc` global allocator). At a swap to a version
 //! whose *layout description* is equal (the same types with the same fields in the same order,
 //! the same state version, built by the same compiler with the same SDK), the host hands the
-//! new code the old memory, and the pause takes about 70 µs at any state size. Every other swap
+//! new code the old memory, and the pause takes under 100 µs at any state size. Every other swap
 //! goes by value as before, with the rules above, and the host's swap line says why: a field
 //! added, removed, renamed or reordered, a type changed, an enum variant added, another
 //! compiler. Nothing changes for the code: the same `App` methods run, and `migrate` still
