@@ -125,15 +125,17 @@
 //! * It exports `hotswap_adopt: () -> i32` ([`ADOPT_FN`]): status. Called on an instance whose
 //!   linear memory is the memory of an instance of an earlier version (whose description was
 //!   equal), instead of `hotswap_start` or `hotswap_import_state`: the code takes over the state
-//!   it finds there. It must not allocate or free (a refusal must leave the memory as the old
-//!   version left it), so an error's message lies in static data.
+//!   it finds there. It must not allocate or free, nor write anything the old version reads
+//!   (a refusal must leave the memory as the old version left it, but for the output
+//!   descriptor, which every call rewrites), so an error's message lies in static data.
 //! * It keeps everything that must survive (its allocator's state, the root of its state, every
 //!   heap block) at or above [`IN_PLACE_HEAP_BASE`], at addresses that do not depend on the
 //!   module: the Rust SDK puts a header at exactly that address (`dlmalloc`'s state, the
 //!   runtime's address, the layout's fingerprint) and allocates above it. Nothing in the state
 //!   points into the module's code or static data (no `fn`, `dyn`, `&'static`, and no
 //!   `HashMap`, whose empty table points at a static): the SDK makes that a compile error.
-//! * Its static data and initial memory lie below [`IN_PLACE_HEAP_BASE`].
+//! * Its static data and initial memory lie below [`IN_PLACE_HEAP_BASE`], and it keeps nothing
+//!   live below its lowest data segment between calls (Rust puts its stack there).
 //!
 //! ## What the host checks, before the pause
 //!
@@ -146,19 +148,25 @@
 //!    differing line: the SDK, compiler, allocator or target first, then the app's own types);
 //! 4. the app is not durable (a durable app's swap snapshots the state, which needs it by
 //!    value);
-//! 5. each module has exactly one memory, every data segment sits at a constant address, and
-//!    its initial memory ends at or below [`IN_PLACE_HEAP_BASE`].
+//! 5. each module has exactly one memory, every active data segment sits at a constant address
+//!    (exactly `i32.const N`), and its initial memory ends at or below [`IN_PLACE_HEAP_BASE`];
+//! 6. the running instance is not possibly damaged (after a trap its state is moved by value,
+//!    into a fresh instance), and its memory is within the memory limit.
 //!
 //! ## The pause
 //!
-//! The host saves and then zeroes the bytes from the new module's lowest data segment to the
-//! end of its initial memory (below the heap: the old module's static data and bss, which the
-//! new module's replace), instantiates the new module on the running memory (its data segments
-//! are written, `_initialize` runs), and calls `hotswap_adopt`. If any step fails, the new
-//! instance is dropped, the memory's size and the saved bytes are put back, the swap is
-//! refused, and the old instance (which has not run since) serves on. Then the old instance is
-//! dropped; the memory lives on in the new one. Nothing of the old version remains but the heap
-//! blocks its state owns.
+//! The host saves and then zeroes the bytes from the new module's lowest data segment (or from
+//! 0, if it has none) to the end of its initial memory (below the heap: the old module's static
+//! data and bss, which the new module's replace), instantiates the new module on the running
+//! memory (its data segments are written, `_initialize` runs), and calls `hotswap_adopt`, all
+//! within the pause's `--timeout`. If any step fails, the new instance is dropped, the memory's
+//! size and the saved bytes are put back, the swap is refused, and the old instance (which has
+//! not run since) serves on: it finds its memory as it left it, so far as the new code kept to
+//! the rule for `hotswap_adopt` above (the host restores only the size and those bytes). After
+//! the commit the old instance is dropped; the memory lives on in the new one. Of the old
+//! version, only what is in the heap remains: its state, and the heap blocks its statics owned
+//! (Rust's stdout buffer once it printed, a `OnceLock`'s value), which nothing points to any
+//! more: a small leak at each swap for an app that keeps such things.
 //!
 //! ## Why this design
 //!
@@ -171,8 +179,8 @@
 //! 5% budget) and makes the pause independent of the state's size; its price is the constraints
 //! above, which the SDK enforces, and a layout description the host must be able to trust as
 //! far as the guest's own safety goes. A module that lies about its layout can only corrupt its
-//! own state, which any new version could do anyway; the host's memory safety never depends on
-//! the description.
+//! own state (for its own code, that is undefined behaviour), which any new version could do
+//! anyway; the host's memory safety never depends on the description.
 //!
 //! # State versions
 //!

@@ -20,6 +20,12 @@ const BASE: usize = IN_PLACE_HEAP_BASE as usize;
 /// The header's first 8 bytes.
 const MAGIC: u64 = u64::from_le_bytes(*b"hswpheap");
 
+/// The header's format: raise it with any change to [`Header`] or [`Pages`] (the layout
+/// description names it, with the header's size and alignment).
+pub(crate) const HEADER_FORMAT: u32 = 1;
+/// The header's size and alignment, for the layout description.
+pub(crate) const HEADER: (usize, usize) = (size_of::<Header>(), align_of::<Header>());
+
 /// What lies at [`IN_PLACE_HEAP_BASE`].
 #[repr(C)]
 pub(crate) struct Header {

@@ -40,10 +40,12 @@ pub unsafe trait InPlace: 'static {
 const SDK: &str = concat!("hotswap-guest ", env!("CARGO_PKG_VERSION"));
 /// The compiler's version (the SDK's build script asks `rustc --version`).
 const RUSTC: &str = env!("HOTSWAP_RUSTC");
+/// A hash of the flags the SDK was compiled with (`RUSTFLAGS`), 0 for none.
+const RUSTFLAGS: &str = env!("HOTSWAP_RUSTFLAGS");
 /// The allocator and its version, pinned in Cargo.toml.
 pub(crate) const ALLOCATOR: &str = "dlmalloc 0.2.14";
-/// The most types a description holds.
-const MAX_TYPES: usize = 256;
+/// The most types a description holds (a state that reaches more is not kept in place).
+const MAX_TYPES: usize = 1024;
 
 /// Writes a layout description, visiting each type once.
 pub struct Describer<'a> {
@@ -69,8 +71,10 @@ impl<'a> Describer<'a> {
             parts: false,
             failed: Ok(()),
         };
+        let (header_size, header_align) = crate::heap::HEADER;
+        let format = crate::heap::HEADER_FORMAT;
         let header = format_args!(
-            "{SDK}\nrustc {RUSTC}\nheap {ALLOCATOR} at {heap_base}\ntarget {} {}-endian {}-bit pointers\n",
+            "{SDK}\nrustc {RUSTC} flags {RUSTFLAGS}\nheap {ALLOCATOR} at {heap_base} header {format} size {header_size} align {header_align}\ntarget {} {}-endian {}-bit pointers\n",
             std::env::consts::ARCH,
             if cfg!(target_endian = "little") {
                 "little"
@@ -139,7 +143,7 @@ impl Write for Fnv {
     }
 }
 
-/// The fingerprint of `T`'s description; 0 if it could not be written.
+/// The fingerprint of `T`'s description (never 0); 0 if it could not be written.
 pub(crate) fn fingerprint<T: InPlace>(heap_base: u32) -> u64 {
     let mut fnv = Fnv(0xcbf2_9ce4_8422_2325);
     match Describer::run::<T>(&mut fnv, heap_base) {
@@ -204,6 +208,13 @@ generic!("Result", Result<T, E>);
 generic!("BTreeMap", BTreeMap<K, V>);
 generic!("BTreeSet", BTreeSet<T>);
 
+// SAFETY: holds nothing.
+unsafe impl<T: ?Sized + 'static> InPlace for core::marker::PhantomData<T> {
+    fn describe(d: &mut Describer<'_>) {
+        d.begin("std", "PhantomData", 0, 1);
+    }
+}
+
 /// Tuples: their fields' types and offsets.
 macro_rules! tuple {
     ($($p:ident $i:tt),*) => {
@@ -232,5 +243,88 @@ unsafe impl<T: InPlace, const N: usize> InPlace for [T; N] {
         d.begin("std", "array", size_of::<Self>(), align_of::<Self>());
         let n = d.reference::<T>();
         d.part(format_args!("#{n}; {N}"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Describer;
+    use crate::InPlace;
+    use std::collections::BTreeMap;
+
+    /// A recursive type, through a collection and a box.
+    #[derive(InPlace)]
+    #[allow(dead_code)]
+    struct Node {
+        value: u32,
+        children: Vec<Node>,
+        next: Option<Box<Node>>,
+    }
+
+    const BASE: u8 = 7;
+
+    /// A unit-only enum whose discriminants come from a constant.
+    #[derive(InPlace)]
+    #[allow(dead_code)]
+    enum Level {
+        Low = BASE as isize,
+        High,
+    }
+
+    #[derive(InPlace)]
+    #[allow(dead_code)]
+    enum Shape {
+        Dot,
+        Line(u32, u32),
+        Named {
+            name: String,
+            tags: BTreeMap<String, Level>,
+        },
+    }
+
+    fn describe<T: InPlace>() -> String {
+        let mut text = String::new();
+        Describer::run::<T>(&mut text, 1 << 23).expect("describe");
+        text
+    }
+
+    #[test]
+    fn a_recursive_type_is_described_once() {
+        let text = describe::<Node>();
+        let types: Vec<&str> = text.lines().filter(|l| l.starts_with('#')).collect();
+        assert!(types[0].starts_with("#0 struct Node size "), "{text}");
+        assert!(types[0].contains("value: #1 at ") && types[0].contains("children: #2 at "));
+        assert!(
+            types
+                .iter()
+                .any(|l| l.starts_with("#2 std Vec") && l.ends_with("{#0}"))
+        );
+        assert_eq!(types.len(), 5, "{text}");
+    }
+
+    #[test]
+    fn enums_name_their_variants_fields_and_discriminant_values() {
+        let text = describe::<Shape>();
+        let shape = text.lines().find(|l| l.starts_with("#0")).unwrap();
+        assert!(
+            shape.contains("{variant Dot, variant Line (, 0: #1, 1: #1, ), variant Named {, "),
+            "{shape}"
+        );
+        assert!(shape.ends_with("name: #2, tags: #3, }}"), "{shape}");
+        let level = text.lines().find(|l| l.contains("enum Level")).unwrap();
+        assert!(
+            level.ends_with("{variant Low = 7, variant High = 8}"),
+            "{level}"
+        );
+    }
+
+    #[test]
+    fn the_header_names_the_sdk_compiler_allocator_and_target() {
+        let text = describe::<u8>();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("hotswap-guest "));
+        assert!(lines[1].starts_with("rustc rustc 1.") && lines[1].contains(" flags "));
+        assert!(lines[2].starts_with("heap dlmalloc 0.2.14 at 8388608 header "));
+        assert!(lines[3].starts_with("target "));
     }
 }

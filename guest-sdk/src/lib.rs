@@ -75,12 +75,16 @@
 //! compiler. Nothing changes for the code: the same `App` methods run, and `migrate` still
 //! handles a raised [`App::STATE_VERSION`].
 //!
+//! In place, the new code gets the old values exactly as they are, never re-decoded: an
+//! invariant the new code expects but the old one did not keep (a map ordered by a different
+//! `Ord` on the same key type, a cache the old code never filled) is not re-established. Raise
+//! [`App::STATE_VERSION`] for such a change: the swap then goes by value through `migrate`.
+//!
 //! What cannot be kept in place is a compile error: `HashMap` and `HashSet` (an empty one points
 //! at a static of the module's; use `BTreeMap`/`BTreeSet`), `fn` pointers, trait objects and
 //! references (they point into the module's code or static data), unions, and types that
-//! borrow. Statics, thread-locals and `#[serde(skip)]` fields still start afresh in each new
-//! instance, and the state is never re-encoded, so what a by-value swap would lose (see above)
-//! is kept.
+//! borrow. Statics and thread-locals still start afresh in each new instance; `#[serde(skip)]`
+//! fields, which a by-value swap resets, are kept as they are (the state is never re-encoded).
 //!
 //! # Features
 //!
@@ -89,6 +93,9 @@
 //!
 //! A panic in any handler reaches the host as an error carrying the panic's message.
 #![deny(missing_docs)]
+
+// `#[derive(InPlace)]` names `::hotswap_guest`, in this crate's own tests too.
+extern crate self as hotswap_guest;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -109,6 +116,8 @@ mod heap;
 /// but cannot run.
 #[cfg(not(target_arch = "wasm32"))]
 mod heap {
+    pub(crate) const HEADER_FORMAT: u32 = 1;
+    pub(crate) const HEADER: (usize, usize) = (0, 1);
     pub(crate) struct Header {
         pub(crate) fingerprint: u64,
         pub(crate) root: *mut u8,

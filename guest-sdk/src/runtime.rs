@@ -243,13 +243,14 @@ impl<A: App + crate::InPlace> Slot<A, true> {
         let mut text = String::new();
         match Describer::run::<Runtime<A>>(&mut text, IN_PLACE_HEAP_BASE) {
             Ok(()) => rt.succeed(text.into_bytes()),
-            Err(_) => rt.fail("cannot describe the state's layout: more than 256 types"),
+            Err(_) => rt.fail("cannot describe the state's layout: more than 1024 types"),
         }
     }
 
     /// `hotswap_adopt`: take over the state that an earlier version of the code left in this
-    /// memory. Allocates nothing and frees nothing, so that a refusal leaves the heap exactly
-    /// as the old version left it.
+    /// memory. Allocates nothing and frees nothing: a refusal writes only the output
+    /// descriptor (scratch, which the old code rewrites at its next call), pointing at a
+    /// message in this module's static data.
     pub fn adopt(&self) -> i32 {
         install_panic_hook();
         // SAFETY: `header` found the heap's header (or trapped); one thread.
@@ -262,7 +263,8 @@ impl<A: App + crate::InPlace> Slot<A, true> {
         if header.root.is_null() {
             return refuse("there is no state in this memory to adopt");
         }
-        if header.fingerprint != crate::layout::fingerprint::<Runtime<A>>(IN_PLACE_HEAP_BASE) {
+        let fingerprint = crate::layout::fingerprint::<Runtime<A>>(IN_PLACE_HEAP_BASE);
+        if fingerprint == 0 || header.fingerprint != fingerprint {
             return refuse(
                 "the state in this memory was laid out by code with a different layout \
                  description: it cannot be adopted",

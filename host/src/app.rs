@@ -214,6 +214,7 @@ impl App {
             (&self.compiled, &self.guest),
             (&guest, &ready),
             self.keep_swapped,
+            self.stats.damaged.is_some(),
         );
         // In place, the prepared instance only described its layout: it goes with the old one.
         let (moved, unused) = match (path, ready) {

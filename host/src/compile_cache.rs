@@ -4,12 +4,15 @@
 //!
 //! A file is named by the module's SHA-256 and a hash of everything in the engine's settings
 //! that compiled code depends on (wasmtime's `Engine::precompile_compatibility_hash`), so a host
-//! built with another wasmtime, or configured otherwise, never reads another's files. Loading
-//! compiled code is trusting it (it runs as it is), so a file is read only if it is a regular
-//! file owned by this user and writable by nobody else, in a directory that is the same; files
-//! are written whole under a temporary name and renamed into place. Anything unexpected (a
-//! file that fails these checks or that wasmtime refuses) is passed over: the module is
-//! compiled as if nothing were cached, and the file is replaced.
+//! built with another wasmtime, or configured otherwise, never reads another's files. It holds
+//! the compiled code, then the module's SHA-256 and the code's own SHA-256, both checked before
+//! the code is used: a file cut short, damaged, or renamed from another module's is passed
+//! over. Loading compiled code is trusting it (it runs as it is), so a file is read only if it
+//! is a regular file (not a symlink) owned by this user and writable by nobody else, in a
+//! directory that is the same, checked at every load. Files are written whole under a name of
+//! their own, synced, and renamed into place. Anything unexpected is passed over: the module
+//! is compiled as if nothing were cached, and the file is replaced. The directory is never
+//! pruned: it holds one file per module compiled (about the size of the module's code).
 
 use crate::compile::ModuleHash;
 use sha2::{Digest, Sha256};
@@ -19,6 +22,7 @@ use std::os::unix::fs::{
     DirBuilderExt as _, MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _,
 };
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use wasmtime::{Engine, Module};
 
 /// The largest compiled file read back, in bytes.
@@ -55,34 +59,50 @@ impl CompileCache {
 
     /// The module compiled before from bytes with this hash, if the cache holds it.
     pub(crate) fn load(&self, engine: &Engine, hash: &ModuleHash) -> Option<Module> {
-        let path = self.path(hash);
-        let bytes = read_trusted(&path).ok()??;
-        // SAFETY: the file was written by `store` (of this user, for an engine with the same
-        // compatibility hash, whole, by rename) and nobody else can have written it (`trusted`).
-        // wasmtime checks its header against this engine before using it; a file it refuses
-        // is compiled again.
-        unsafe { Module::deserialize(engine, &bytes) }.ok()
+        trusted(&self.dir, true).ok()?;
+        let bytes = read_trusted(&self.path(hash)).ok()??;
+        let code = verified(&bytes, hash)?;
+        // SAFETY: the file is this user's and nobody else can write it or its directory
+        // (`trusted`, checked just now), it holds code `store` wrote for these module bytes
+        // (the trailer's two hashes), and wasmtime checks the code's header against this
+        // engine before using it; a file it refuses is compiled again.
+        unsafe { Module::deserialize(engine, code) }.ok()
     }
 
     /// Keeps a compiled module; best effort (a full disk only costs the next compile).
     pub(crate) fn store(&self, hash: &ModuleHash, module: &Module) -> Result<(), String> {
-        let bytes = module.serialize().map_err(|e| format!("{e:#}"))?;
+        let mut bytes = module.serialize().map_err(|e| format!("{e:#}"))?;
+        let digest = Sha256::digest(&bytes);
+        bytes.extend_from_slice(&hash.0);
+        bytes.extend_from_slice(&digest);
         let path = self.path(hash);
-        let temporary = path.with_extension(format!("tmp{}", std::process::id()));
+        // A name no other thread or process uses: written by one writer, whole, then renamed.
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let unique = NEXT.fetch_add(1, Ordering::Relaxed);
+        let temporary = path.with_extension(format!("tmp-{}-{unique}", std::process::id()));
         let written = std::fs::OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .mode(0o600)
             .open(&temporary)
-            .and_then(|mut file| file.write_all(&bytes))
-            .and_then(|()| std::fs::rename(&temporary, &path));
+            .and_then(|mut file| file.write_all(&bytes).and_then(|()| file.sync_all()))
+            .and_then(|()| std::fs::rename(&temporary, &path))
+            .and_then(|()| std::fs::File::open(&self.dir)?.sync_all());
         if let Err(e) = written {
             let _ = std::fs::remove_file(&temporary);
             return Err(format!("cannot write {}: {e}", path.display()));
         }
         Ok(())
     }
+}
+
+/// The compiled code in a cache file's bytes, if its trailer names `hash` and the code's own
+/// SHA-256.
+fn verified<'a>(bytes: &'a [u8], hash: &ModuleHash) -> Option<&'a [u8]> {
+    let code_len = bytes.len().checked_sub(64)?;
+    let (code, trailer) = bytes.split_at(code_len);
+    let (module, digest) = trailer.split_at(32);
+    (module == hash.0 && digest == Sha256::digest(code).as_slice()).then_some(code)
 }
 
 /// The file's bytes, if it exists and passes [`trusted`]; `Ok(None)` if it does not exist.

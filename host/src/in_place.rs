@@ -69,6 +69,12 @@ impl Statics {
         if memories != 1 {
             return Err(format!("the module has {memories} memories, not one"));
         }
+        // Without data segments nothing says where static data starts: claim everything.
+        let data_start = if data_start == u64::MAX {
+            0
+        } else {
+            data_start
+        };
         Ok(Statics {
             data_start: data_start.min(initial_end),
             initial_end,
@@ -116,11 +122,14 @@ impl Ready {
     }
 }
 
-/// A data segment's offset, when it is a constant.
+/// A data segment's offset, when it is a constant: exactly `i32.const N` (extended constant
+/// expressions such as `i32.const A i32.const B i32.add` are computed addresses).
 fn const_offset(expr: &wasmparser::ConstExpr<'_>) -> Result<u64, String> {
     let mut ops = expr.get_operators_reader();
-    match ops.read() {
-        Ok(wasmparser::Operator::I32Const { value }) => Ok(u64::from(value as u32)),
+    match (ops.read(), ops.read(), ops.eof()) {
+        (Ok(wasmparser::Operator::I32Const { value }), Ok(wasmparser::Operator::End), true) => {
+            Ok(u64::from(value as u32))
+        }
         _ => Err("a data segment is placed at a computed address".into()),
     }
 }
@@ -131,10 +140,17 @@ pub(crate) fn path(
     old: (&Compiled, &Guest),
     new: (&Guest, &Result<Ready, String>),
     durable: bool,
+    damaged: bool,
 ) -> Result<(), String> {
     let Some(old_layout) = old.1.layout() else {
         return Err("the running version does not keep its state in place".into());
     };
+    if damaged {
+        return Err(
+            "the running instance may be damaged: its state goes by value, into a fresh instance"
+                .into(),
+        );
+    }
     let ready = new.1.as_ref().map_err(Clone::clone)?;
     let new_layout = new.0.layout().unwrap_or_default();
     let (from, to) = (old.1.state_version(), new.0.state_version());
@@ -150,8 +166,17 @@ pub(crate) fn path(
         return Err("the app is durable: its swaps snapshot the state by value".into());
     }
     window(old.0).map_err(|e| format!("the running version: {e}"))?;
-    if old.1.mapping().size() < ready.window.end {
+    let Some(mapping) = old.1.mapping() else {
+        return Err("the running version has more than one memory".into());
+    };
+    let (size, limit) = (mapping.size(), old.1.memory_limit());
+    if size < ready.window.end {
         return Err("the running memory is smaller than the new static data".into());
+    }
+    if size > limit {
+        return Err(format!(
+            "the running memory ({size} bytes) is over the memory limit ({limit} bytes)"
+        ));
     }
     Ok(())
 }
@@ -223,32 +248,38 @@ pub(crate) fn swap(
         window,
         mut saved,
     } = ready;
-    let mapping = old.mapping().clone();
+    let mapping = (old.mapping().cloned())
+        .ok_or_else(|| SwapError::Instantiate("the running memory is not the host's".into()))?;
     let size = mapping.size();
-    let claimed = mapping.bytes_mut(window.clone()).ok_or_else(|| {
+    // SAFETY: between calls, on the app's thread: neither instance runs while this lives.
+    let claimed = unsafe { mapping.bytes_mut(window.clone()) }.ok_or_else(|| {
         SwapError::Instantiate("the running memory is smaller than the new static data".into())
     })?;
     saved.copy_from_slice(claimed);
-    mapping.zero(window.clone());
+    // SAFETY: as above; `claimed` is not used again.
+    unsafe { mapping.zero(window.clone()) };
     let cleared = Instant::now();
     let mut timing = Timing {
         clear: cleared - started,
         ..Timing::default()
     };
-    let adopted = adopter.instantiate(mapping.clone()).and_then(|mut guest| {
-        let instantiated = Instant::now();
-        timing.instantiate = instantiated - cleared;
-        guest.set_budget(Some(budget));
-        let adopted = guest.adopt(layout).map_err(SwapError::Adopt);
-        guest.set_budget(None);
-        timing.adopt = instantiated.elapsed();
-        adopted.map(|()| guest)
-    });
+    let adopted = adopter
+        .instantiate(mapping.clone(), budget)
+        .and_then(|mut guest| {
+            let instantiated = Instant::now();
+            timing.instantiate = instantiated - cleared;
+            guest.set_budget(Some(budget));
+            let adopted = guest.adopt(layout).map_err(SwapError::Adopt);
+            guest.set_budget(None);
+            timing.adopt = instantiated.elapsed();
+            adopted.map(|()| guest)
+        });
     match adopted {
         Ok(guest) => Ok((guest, timing)),
         Err(error) => {
             mapping.shrink_to(size);
-            if let Some(claimed) = mapping.bytes_mut(window) {
+            // SAFETY: the new instance is gone and the old one does not run yet.
+            if let Some(claimed) = unsafe { mapping.bytes_mut(window) } {
                 claimed.copy_from_slice(&saved);
             }
             Err(error)

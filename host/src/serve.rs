@@ -88,6 +88,7 @@ pub fn run(runtime: Arc<Runtime>, options: &RunOptions) -> anyhow::Result<()> {
     let hints = Hints {
         state_len: Arc::new(AtomicUsize::new(0)),
         layout: Arc::new(Mutex::new(app.layout().map(Arc::from))),
+        durable: options.persist.as_ref().is_some_and(|p| p.durable),
         memory: app.memory_watch(),
         dir: keeper.as_ref().map(|k| k.dir().clone()),
     };
@@ -493,6 +494,8 @@ struct Hints {
     state_len: Arc<AtomicUsize>,
     /// The running version's layout description, if it keeps its state in place.
     layout: Arc<Mutex<Option<Arc<str>>>>,
+    /// Whether the app is durable (its swaps always go by value).
+    durable: bool,
     /// The running instance's memory size ([`crate::App::memory_watch`]).
     memory: Arc<AtomicUsize>,
     /// Where every module that may be swapped in is kept first, when the state is kept.
@@ -516,7 +519,7 @@ impl Hints {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        if running.is_some() && prepared.layout() == running.as_deref() {
+        if !self.durable && running.is_some() && prepared.layout() == running.as_deref() {
             // The swap will keep the state in place (unless something else sends it by value:
             // then it reserves during the pause).
             return Ok(());

@@ -447,6 +447,17 @@ fn compiled_modules_are_kept_on_disk_for_the_next_host() {
     std::fs::write(&files[0], b"not compiled code").unwrap();
     assert!(check().contains("), compiled,"));
     assert!(check().contains("loaded from the compile cache"));
+    // Another module's compiled code under this module's name: its trailer says so.
+    let output = run(&["check", KV_V1, "--compile-cache", cache_arg], "");
+    assert!(output.status.success(), "{}", stderr(&output));
+    let other = std::fs::read_dir(&cache)
+        .unwrap()
+        .map(|e| e.unwrap().path());
+    let other = other.filter(|p| *p != files[0]).collect::<Vec<_>>();
+    assert_eq!(other.len(), 1, "{other:?}");
+    std::fs::copy(&other[0], &files[0]).unwrap();
+    assert!(check().contains("), compiled,"));
+    assert!(check().contains("loaded from the compile cache"));
     // And none at all.
     let output = run(&["check", TODO_V2, "--no-compile-cache"], "");
     assert!(String::from_utf8_lossy(&output.stdout).contains("), compiled,"));

@@ -222,6 +222,7 @@ fn claiming(layout: &str, adopt: &str, pages: u32) -> String {
 /// `hotswap_adopt` bodies that fail: with a message, by trapping, after growing memory.
 const REFUSE: &str = "(i32.store (i32.const 1070000) (i32.const 1075000)) (i32.store (i32.const 1070004) (i32.const 23)) i32.const 1";
 const TRAP: &str = "unreachable";
+const LOOP: &str = "(loop $forever (br $forever)) i32.const 0";
 const GROW_THEN_REFUSE: &str = "(drop (memory.grow (i32.const 64))) (i32.store (i32.const 1070000) (i32.const 1075000)) (i32.store (i32.const 1070004) (i32.const 23)) i32.const 1";
 
 /// A module that passes the layout check and then fails to adopt (after its data segments
@@ -229,7 +230,11 @@ const GROW_THEN_REFUSE: &str = "(drop (memory.grow (i32.const 64))) (i32.store (
 /// running version serves on with its state and static data as they were.
 #[test]
 fn a_failed_adoption_leaves_the_running_version_as_it_was() {
-    let runtime = runtime();
+    let runtime = runtime_with(hotswap::Config {
+        inherit_stdio: false,
+        call_timeout: std::time::Duration::from_millis(300),
+        ..hotswap::Config::default()
+    });
     let layout = prepare(&runtime, KV_IN_PLACE)
         .layout()
         .expect("kv-in-place keeps its state in place")
@@ -238,6 +243,7 @@ fn a_failed_adoption_leaves_the_running_version_as_it_was() {
         (REFUSE, "hostile: will not adopt"),
         (TRAP, "unreachable"),
         (GROW_THEN_REFUSE, "hostile: will not adopt"),
+        (LOOP, "ran longer than the 300 ms call limit"),
     ] {
         let mut app = start(&runtime, KV_IN_PLACE);
         send(&mut app, "fill 2000");

@@ -34,14 +34,12 @@ fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
     let (kind, body) = match &input.data {
         Data::Struct(s) => ("struct", fields(&s.fields, None, &mut field_types)),
         Data::Enum(e) => {
-            let variants = e.variants.iter().map(|v| {
-                let discriminant = v.discriminant.as_ref().map(|(_, e)| quote!(#e).to_string());
-                let vname = match discriminant {
-                    Some(d) => format!("{} = {d}", v.ident),
-                    None => v.ident.to_string(),
-                };
-                fields(&v.fields, Some(vname), &mut field_types)
-            });
+            let unit_only = e.variants.iter().all(|v| matches!(v.fields, Fields::Unit));
+            let mut variants = Vec::new();
+            for v in &e.variants {
+                let label = variant_label(v, unit_only)?;
+                variants.push(fields(&v.fields, Some(label), &mut field_types));
+            }
             ("enum", quote!(#(#variants)*))
         }
         Data::Union(u) => {
@@ -57,13 +55,12 @@ fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
         let n = d.reference::<#params>();
         d.part(::core::format_args!("param #{}", n));
     )*};
+    // Only the type parameters are bounded: a bound on each field's type would make a recursive
+    // type (`struct Node { children: Vec<Node> }`) an endless obligation. Each field's type is
+    // still required to be `InPlace` where `describe` names it, at the field's span.
+    let _ = field_types;
     let mut generics = input.generics.clone();
     let where_clause = generics.make_where_clause();
-    for ty in &field_types {
-        where_clause
-            .predicates
-            .push(syn::parse_quote_spanned!(ty.span()=> #ty: #krate::InPlace));
-    }
     for p in input.generics.type_params() {
         let p = &p.ident;
         where_clause
@@ -72,8 +69,8 @@ fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
     }
     let (impl_generics, ty_generics, where_clause) = generics.split_for_impl();
     Ok(quote! {
-        // SAFETY: every field's type is `InPlace` (the where clause), and `describe` names each
-        // with its real offset (`offset_of!`), with the type's real size and alignment.
+        // SAFETY: every field's type is `InPlace` (`describe` names each, which requires it),
+        // with its real offset (`offset_of!`), and the type's real size and alignment.
         unsafe impl #impl_generics #krate::InPlace for #name #ty_generics #where_clause {
             fn describe(d: &mut #krate::Describer<'_>) {
                 d.begin(#kind, #label, ::core::mem::size_of::<Self>(), ::core::mem::align_of::<Self>());
@@ -84,8 +81,42 @@ fn expand(input: &DeriveInput) -> syn::Result<TokenStream> {
     })
 }
 
-/// The parts for a struct's fields (with offsets), or for one variant's (`variant`: its name).
-fn fields(fields: &Fields, variant: Option<String>, types: &mut Vec<syn::Type>) -> TokenStream {
+/// A variant's name and discriminant, as the arguments of a `format_args!` part: the value
+/// itself for a unit-only enum (evaluated, so that a constant changing its value changes the
+/// description); for an enum with fields, an explicit discriminant must be a literal.
+fn variant_label(v: &syn::Variant, unit_only: bool) -> syn::Result<TokenStream> {
+    let name = v.ident.to_string();
+    let ident = &v.ident;
+    match &v.discriminant {
+        _ if unit_only => Ok(quote!(
+            ::core::format_args!("{} = {}", #name, Self::#ident as i128)
+        )),
+        None => Ok(quote!(::core::format_args!("{}", #name))),
+        Some((
+            _,
+            syn::Expr::Lit(syn::ExprLit {
+                lit: syn::Lit::Int(value),
+                ..
+            }),
+        )) => {
+            let value = value.base10_digits().to_owned();
+            Ok(quote!(::core::format_args!("{} = {}", #name, #value)))
+        }
+        Some((_, expr)) => Err(syn::Error::new_spanned(
+            expr,
+            "write this discriminant as an integer literal: its value is part of the layout \
+             that `InPlace` describes",
+        )),
+    }
+}
+
+/// The parts for a struct's fields (with offsets), or for one variant's (`variant`: its label,
+/// as `format_args!` arguments).
+fn fields(
+    fields: &Fields,
+    variant: Option<TokenStream>,
+    types: &mut Vec<syn::Type>,
+) -> TokenStream {
     let mut parts = Vec::new();
     for (i, field) in fields.iter().enumerate() {
         let ty = &field.ty;
@@ -112,16 +143,13 @@ fn fields(fields: &Fields, variant: Option<String>, types: &mut Vec<syn::Type>) 
     }
     match variant {
         None => quote!(#(#parts)*),
+        Some(name) if matches!(fields, Fields::Unit) => {
+            quote!(d.part(::core::format_args!("variant {}", #name));)
+        }
         Some(name) => {
-            let shape = match fields {
-                Fields::Named(_) => "{",
-                Fields::Unnamed(_) => "(",
-                Fields::Unit => "",
-            };
-            let close = match fields {
-                Fields::Named(_) => "}",
-                Fields::Unnamed(_) => ")",
-                Fields::Unit => "",
+            let (shape, close) = match fields {
+                Fields::Named(_) => ("{", "}"),
+                _ => ("(", ")"),
             };
             quote! {
                 d.part(::core::format_args!("variant {} {}", #name, #shape));

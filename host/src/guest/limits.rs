@@ -34,8 +34,9 @@ pub struct Config {
     pub inherit_stdio: bool,
     /// The largest module file read, in bytes.
     pub max_module: u64,
-    /// Where compiled modules are kept between runs (`--compile-cache`); none: compile every
-    /// module each time the host starts.
+    /// Where compiled modules are kept between runs (`--compile-cache`). None (the library's
+    /// default; the CLI's is `~/.cache/hotswap`): each runtime compiles every module it has not
+    /// compiled itself.
     pub compile_cache: Option<PathBuf>,
 }
 

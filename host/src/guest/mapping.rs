@@ -95,7 +95,13 @@ impl Mapping {
 
     /// Puts the size back to `size` (after a failed in-place swap: the new instance may have
     /// grown the memory): the pages beyond are zeroed and made inaccessible again, as if never
-    /// grown.
+    /// grown. The instance that runs on next had that size: its cached length is valid again
+    /// (`memory::LinearMemory` relies on no instance having seen a larger one, and none that
+    /// did outlives this: the failed instance is dropped first).
+    ///
+    /// If the pages cannot be made inaccessible, the size stays where it is, so that what is
+    /// accessible and what the size says agree: the memory is then simply larger (and zeroed
+    /// beyond `size`) for the instance that runs on.
     pub(crate) fn shrink_to(&self, size: usize) {
         let old = self.size();
         if size >= old {
@@ -104,21 +110,36 @@ impl Mapping {
         let start = page_up(size);
         let end = page_up(old);
         if end > start {
-            // SAFETY: `[start, end)` lies within the reservation; no instance runs now.
-            unsafe {
-                let at = self.base.as_ptr().add(start).cast();
-                libc::madvise(at, end - start, libc::MADV_DONTNEED);
-                libc::mprotect(at, end - start, libc::PROT_NONE);
+            let at = self.base.as_ptr().wrapping_add(start);
+            // SAFETY: `[start, end)` lies within the accessible memory; no instance runs now.
+            // MADV_DONTNEED on a private anonymous mapping makes those pages read as zeros.
+            if unsafe { libc::madvise(at.cast(), end - start, libc::MADV_DONTNEED) } != 0 {
+                // SAFETY: as above; the pages are still accessible.
+                unsafe { std::ptr::write_bytes(at, 0, end - start) };
+            }
+            // SAFETY: as above.
+            if unsafe { libc::mprotect(at.cast(), end - start, libc::PROT_NONE) } != 0 {
+                return;
             }
         }
         self.size.store(size, Ordering::Relaxed);
     }
 
+    /// Where the memory starts in the host's address space.
+    pub(crate) fn base(&self) -> *mut u8 {
+        self.base.as_ptr()
+    }
+
     /// Zeroes `range` (within the memory), between calls: whole pages by dropping them (a page
     /// never touched costs nothing, and one not written again is not faulted back in), the
     /// edges by writing. False if `range` is not within the memory.
-    pub(crate) fn zero(&self, range: Range<usize>) -> bool {
-        let Some(bytes) = self.bytes_mut(range.clone()) else {
+    ///
+    /// # Safety
+    ///
+    /// As [`Mapping::bytes_mut`].
+    pub(crate) unsafe fn zero(&self, range: Range<usize>) -> bool {
+        // SAFETY: the caller's.
+        let Some(bytes) = (unsafe { self.bytes_mut(range.clone()) }) else {
             return false;
         };
         let (first, last) = (page_up(range.start), page_down(range.end));
@@ -143,14 +164,18 @@ impl Mapping {
         true
     }
 
-    /// The bytes at `range`, which must lie within the memory. For the host, between calls.
-    #[allow(clippy::mut_from_ref)] // the memory is not Rust-owned data; see the SAFETY note
-    pub(crate) fn bytes_mut(&self, range: Range<usize>) -> Option<&mut [u8]> {
+    /// The bytes at `range`, if it lies within the memory.
+    ///
+    /// # Safety
+    ///
+    /// No instance may run on the memory, and no other reference into it may be used, while
+    /// the slice lives (the in-place swap holds it between calls, on the app's thread).
+    #[allow(clippy::mut_from_ref)] // the memory is not Rust-owned data: see the safety section
+    pub(crate) unsafe fn bytes_mut(&self, range: Range<usize>) -> Option<&mut [u8]> {
         if range.start > range.end || range.end > self.size() {
             return None;
         }
-        // SAFETY: within the accessible size; no instance runs while the host holds it (the
-        // caller's `&mut` to the instances ensures that).
+        // SAFETY: within the accessible size; the caller guarantees nothing else uses it.
         Some(unsafe {
             std::slice::from_raw_parts_mut(self.base.as_ptr().add(range.start), range.len())
         })
@@ -204,9 +229,20 @@ thread_local! {
     static CREATED: RefCell<Option<Arc<Mapping>>> = const { RefCell::new(None) };
 }
 
-/// Makes the next memory created on this thread be `mapping` (until [`take_created`]).
-pub(crate) fn adopting(mapping: Arc<Mapping>) {
+/// Makes the next memory created on this thread be `mapping`, until the guard returned is
+/// dropped (even by a panic), so that an adoption never outlives the instantiation it was for.
+pub(crate) fn adopting(mapping: Arc<Mapping>) -> Adopting {
     ADOPT.with(|a| *a.borrow_mut() = Some(mapping));
+    Adopting
+}
+
+/// Clears any adoption not taken, when dropped.
+pub(crate) struct Adopting;
+
+impl Drop for Adopting {
+    fn drop(&mut self) {
+        ADOPT.with(|a| a.borrow_mut().take());
+    }
 }
 
 /// The mapping of the last memory created on this thread, and forgets any adoption not taken.
@@ -219,8 +255,14 @@ pub(crate) fn take_created() -> Option<Arc<Mapping>> {
 pub(crate) struct Memories;
 
 // SAFETY: every memory is a reservation of `reserved_size_in_bytes` (or, without one, of the
-// maximum) plus `guard_size_in_bytes` left inaccessible, zero-filled when fresh; an adopted one
-// is the same kind of reservation, made for the same engine.
+// maximum) plus `guard_size_in_bytes` left inaccessible, so the bounds checks wasmtime's code
+// leaves out stay sound. A fresh one is zero-filled. An adopted one is the same kind of
+// reservation, made for the same engine, but not zero-filled and shared with the idle instance
+// it came from: that departs from the letter of `MemoryCreator`'s contract ("zero filled",
+// owned by one instance) on purpose, and is sound because only one of the two instances ever
+// runs, on the app's thread, and the contents are plain bytes wasmtime does not interpret
+// (no copy-on-write image: `memory_init_cow(false)`). Unlike wasmtime's own memories, these
+// have no guard region before the base (defence in depth only).
 unsafe impl MemoryCreator for Memories {
     fn new_memory(
         &self,

@@ -66,11 +66,16 @@ pub(crate) struct Adopter {
 }
 
 impl Adopter {
-    /// Instantiates the module on `mapping` (the running instance's memory). It is not asked
-    /// for its layout (that call would allocate in the adopted heap): a fresh instance of the
-    /// same module described it.
-    pub(crate) fn instantiate(self, mapping: Arc<mapping::Mapping>) -> Result<Guest, SwapError> {
-        Guest::finish(self.store, &self.pre, &self.limits, Some(mapping)).map(|(guest, _)| guest)
+    /// Instantiates the module on `mapping` (the running instance's memory), every call ending
+    /// by `budget`. It is not asked for its layout (that call would allocate in the adopted
+    /// heap): a fresh instance of the same module described it.
+    pub(crate) fn instantiate(
+        self,
+        mapping: Arc<mapping::Mapping>,
+        budget: Instant,
+    ) -> Result<Guest, SwapError> {
+        let adopt = Some(mapping);
+        Guest::finish(self.store, &self.pre, &self.limits, adopt, Some(budget)).map(|(g, _)| g)
     }
 }
 
@@ -87,8 +92,8 @@ pub struct Guest {
     /// The layout description of a state kept in place (`hotswap_layout`), if the app keeps
     /// it there.
     layout: Option<Box<str>>,
-    /// The linear memory's mapping, shared with the instance that adopts it.
-    mapping: Arc<mapping::Mapping>,
+    /// The exported linear memory's mapping, shared with the instance that adopts it.
+    mapping: Option<Arc<mapping::Mapping>>,
     limits: Arc<Limits>,
     /// When set, every call must end by then, whatever the call limit: the calls of one step
     /// (a swap's pause, an event and its recovery) share one `--timeout`.
@@ -105,7 +110,7 @@ impl Guest {
         compiled: &Compiled,
     ) -> Result<Guest, SwapError> {
         let store = Store::new(setup.engine, context(setup, compiled)?);
-        let (mut guest, instance) = Guest::finish(store, pre, setup.limits, None)?;
+        let (mut guest, instance) = Guest::finish(store, pre, setup.limits, None, None)?;
         guest.query_layout(&instance)?;
         Ok(guest)
     }
@@ -123,22 +128,26 @@ impl Guest {
         })
     }
 
-    /// Instantiates in `store`, on a fresh memory or on `adopt`, and runs `initialize`.
+    /// Instantiates in `store`, on a fresh memory or on `adopt`, and runs `initialize`; every
+    /// call (the start function's too) ends by `budget` when there is one.
     fn finish(
         mut store: Store<GuestCtx>,
         pre: &InstancePre<GuestCtx>,
         limits: &Arc<Limits>,
         adopt: Option<Arc<mapping::Mapping>>,
+        budget: Option<Instant>,
     ) -> Result<(Guest, wasmtime::Instance), SwapError> {
         store.limiter(|ctx| ctx);
-        let ticks = limits.call_ticks();
+        let ticks = match budget {
+            None => limits.call_ticks(),
+            Some(until) => Limits::ticks_for(until.saturating_duration_since(Instant::now())),
+        };
         store.set_epoch_deadline(ticks);
         store.data_mut().deadline_epoch = limits.epoch() + ticks;
-        if let Some(mapping) = adopt {
-            mapping::adopting(mapping);
-        }
+        let adopting = adopt.map(mapping::adopting);
         let instantiated = pre.instantiate(&mut store);
         let mapping = mapping::take_created();
+        drop(adopting);
         let instance = instantiated.map_err(|e| {
             let error = trap::classify(e, limits);
             let step = match error {
@@ -147,11 +156,12 @@ impl Guest {
             };
             SwapError::Initialize { step, error }
         })?;
-        let mapping =
-            mapping.ok_or_else(|| SwapError::Instantiate("the module defines no memory".into()))?;
         let memory = instance
             .get_memory(&mut store, abi::MEMORY)
             .ok_or(CheckError::NoMemory)?;
+        // The mapping of the exported memory (a module with several has none here: it cannot
+        // take part in an in-place swap).
+        let mapping = mapping.filter(|m| m.base() == memory.data_ptr(&store));
         let exports = exports(&instance, &mut store)?;
         let memory = LinearMemory::new(memory, &store)?;
         let mut guest = Guest {
@@ -164,7 +174,7 @@ impl Guest {
             layout: None,
             mapping,
             limits: limits.clone(),
-            budget: None,
+            budget,
         };
         guest.initialize(&instance)?;
         Ok((guest, instance))
@@ -221,10 +231,16 @@ impl Guest {
             error,
         };
         let status = self.call_func(&layout, ()).map_err(step)?;
-        let text = self.output(status).map_err(step)?;
-        let text = std::str::from_utf8(text)
-            .map_err(|_| step(CallError::Abi("the layout description is not UTF-8".into())))?;
-        self.layout = Some(text.into());
+        // A description the guest could not write (an error status) or that is not text makes
+        // the app one that does not keep its state in place; a broken call is an error.
+        let text = match self.output(status) {
+            Ok(text) => text,
+            Err(CallError::Failed(_)) => return Ok(()),
+            Err(broken) => return Err(step(broken)),
+        };
+        if let Ok(text) = std::str::from_utf8(text) {
+            self.layout = Some(text.into());
+        }
         Ok(())
     }
 
@@ -233,9 +249,9 @@ impl Guest {
         self.layout.as_deref()
     }
 
-    /// The mapping of the instance's linear memory.
-    pub(crate) fn mapping(&self) -> &Arc<mapping::Mapping> {
-        &self.mapping
+    /// The mapping of the instance's exported linear memory.
+    pub(crate) fn mapping(&self) -> Option<&Arc<mapping::Mapping>> {
+        self.mapping.as_ref()
     }
 
     /// Takes over the state kept in place in the adopted memory (`hotswap_adopt`); `layout`
@@ -250,6 +266,11 @@ impl Guest {
         self.output(status)?;
         self.layout = Some(layout.into());
         Ok(())
+    }
+
+    /// The memory limit in force, in bytes.
+    pub(crate) fn memory_limit(&self) -> usize {
+        self.limits.max_memory()
     }
 
     /// The state version this code writes.
