@@ -8,20 +8,14 @@
 //! session for Erlang's unchanged-state upgrade at the same record counts.
 
 use hotswap::report::format_duration;
-use hotswap::{App, Config, Runtime, SwapPath};
+use hotswap::{App, Runtime, SwapPath};
 use hotswap_tests::*;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
-    let runtime = Runtime::new(Config {
-        inherit_stdio: false,
-        max_memory: 4 << 30,
-        call_timeout: Duration::from_secs(120),
-        ..Config::default()
-    })
-    .expect("runtime");
+    let runtime = bench_runtime();
     pauses(&runtime, quick);
     println!();
     per_event(&runtime, quick);

@@ -26,13 +26,7 @@ const RECORD_BYTES: usize = 29;
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
-    let runtime = Runtime::new(Config {
-        inherit_stdio: false,
-        max_memory: 4 << 30,
-        call_timeout: Duration::from_secs(120),
-        ..Config::default()
-    })
-    .expect("runtime");
+    let runtime = bench_runtime();
 
     compile_times();
     println!();

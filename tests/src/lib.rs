@@ -24,6 +24,17 @@ pub fn runtime_with(config: Config) -> Arc<Runtime> {
     Runtime::new(config).expect("create a runtime")
 }
 
+/// The benchmarks' runtime: room for states of hundreds of MB (the whole 4 GiB of memory) and
+/// two minutes per call, the guests' output discarded.
+pub fn bench_runtime() -> Arc<Runtime> {
+    runtime_with(Config {
+        inherit_stdio: false,
+        max_memory: 4 << 30,
+        call_timeout: Duration::from_secs(120),
+        ..Config::default()
+    })
+}
+
 /// Compiles, checks and instantiates a guest file, panicking with the reason if it fails.
 pub fn prepare(runtime: &Runtime, path: &str) -> Prepared {
     runtime
