@@ -2,7 +2,8 @@
 # The Hotswap demo, from a fresh machine: installs the wasm target, builds the host and the
 # example guests, then runs counter v1 with --watch, feeds it input, swaps in v2 by writing the
 # module file, shows that the count survived and that the new code runs, shows a broken file
-# being refused, and swaps back.
+# being refused, and swaps back. Then a key-value app that keeps its state in place takes a new
+# version while it holds a million records.
 set -euo pipefail
 cd "$(dirname "$0")"
 target="${CARGO_TARGET_DIR:-$PWD/target}"
@@ -21,17 +22,18 @@ trap 'rm -rf "$work"' EXIT
 mkdir "$work/app"
 app="$work/app/app.wasm"
 cp "$guests/counter_v1.wasm" "$app"
-mkfifo "$work/stdin"
-: >"$work/log"
+mkfifo "$work/stdin" "$work/stdin2"
+log="$work/log"
+: >"$log"
 
 step "Running counter v1 (each 'inc' adds 5): hotswap run app.wasm --watch"
-"$target/release/hotswap" run "$app" --watch <"$work/stdin" 2> >(tee "$work/log" >&2) &
+"$target/release/hotswap" run "$app" --watch <"$work/stdin" 2> >(tee "$log" >&2) &
 host=$!
 exec 3>"$work/stdin"
 
 say() { printf '> %s\n' "$1"; printf '%s\n' "$1" >&3; sleep 0.3; }
 # Waits until the host's log has N lines containing a word (a swap or a refusal).
-await() { until [ "$(grep -c "$1" "$work/log" || true)" -ge "$2" ]; do sleep 0.05; done; sleep 0.1; }
+await() { until [ "$(grep -c "$1" "$log" || true)" -ge "$2" ]; do sleep 0.05; done; sleep 0.1; }
 
 await "watching" 1
 say inc
@@ -57,4 +59,24 @@ say inc
 
 exec 3>&-
 wait "$host"
-step "Done: the count carried through every swap, and each version's code ran as soon as it was in."
+
+step "A large state kept in place: kv-v1's code built with \`export_app!(Store, in_place)\`, 1,000,000 records"
+cp "$guests/kv_in_place.wasm" "$app"
+log="$work/log2"
+: >"$log"
+"$target/release/hotswap" run "$app" --watch <"$work/stdin2" > >(tee -a "$log") 2> >(tee -a "$log" >&2) &
+host=$!
+exec 3>"$work/stdin2"
+await "watching" 1
+say "fill 1000000"
+await "kv v1: 1000000" 1
+
+step "Writing a new build with the same layout over app.wasm: the new code takes over the memory"
+cp "$guests/kv_in_place_next.wasm" "$app"
+await "swapped" 1
+say "get 00000000042"
+say count
+
+exec 3>&-
+wait "$host"
+step "Done: the count carried through every swap, and each version's code ran as soon as it was in; the million records stayed where they were."
