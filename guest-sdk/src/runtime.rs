@@ -23,7 +23,9 @@ struct Runtime<A> {
 }
 
 // SAFETY: the runtime holds the app (`InPlace`), three byte buffers and the descriptor, all
-// described below with their offsets; the descriptor holds heap addresses only.
+// described below with their offsets. The descriptor is scratch: every call that has output
+// rewrites it before the host reads it, so an address in it (a refusal's message in static
+// data) never outlives the call.
 unsafe impl<A: InPlace> InPlace for Runtime<A> {
     fn describe(d: &mut Describer<'_>) {
         use core::mem::offset_of;

@@ -697,7 +697,7 @@ fn report_json(report: &SwapReport) -> serde_json::Value {
         "copy_us": us(report.phases.copy),
         "import_us": us(report.phases.import),
         "verify_us": us(report.phases.verify),
-        "kept_shadow_state": report.kept_shadow_state,
+        "kept_shadow_state": report.path == SwapPath::ShadowState,
         "path": report.path.name(),
         "by_value_because": report.path.reason(),
         "in_place": match &report.path {
@@ -706,7 +706,7 @@ fn report_json(report: &SwapReport) -> serde_json::Value {
                 "instantiate_us": us(t.instantiate),
                 "adopt_us": us(t.adopt),
             }),
-            SwapPath::ByValue(_) => serde_json::Value::Null,
+            SwapPath::ByValue(_) | SwapPath::ShadowState => serde_json::Value::Null,
         },
     })
 }

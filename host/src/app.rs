@@ -235,7 +235,6 @@ impl App {
                     cached: compiled.cached,
                     prepare_time,
                     phases,
-                    kept_shadow_state: false,
                     path,
                 };
                 self.commit_dropping(compiled, guest, unused);
@@ -265,8 +264,8 @@ impl App {
 
     /// The in-place pause: the fresh instance `new` (which described its layout) is not used;
     /// another instance of its module, readied before the pause, takes over the running
-    /// memory. On failure the running
-    /// instance and its memory are as they were, and the swap is refused.
+    /// memory. On failure the running instance and its memory are as they were, and the swap
+    /// is refused.
     fn swap_in_place(
         &mut self,
         ready: in_place::Ready,
@@ -327,8 +326,7 @@ impl App {
                 pause,
                 ..Phases::default()
             },
-            kept_shadow_state: true,
-            path: SwapPath::ByValue("the new version kept the state of its shadow run".into()),
+            path: SwapPath::ShadowState,
         }
     }
 

@@ -268,7 +268,7 @@ pub(crate) fn swap(
         .and_then(|mut guest| {
             let instantiated = Instant::now();
             timing.instantiate = instantiated - cleared;
-            guest.set_budget(Some(budget));
+            // The instance was made with the pause's budget; it serves without one.
             let adopted = guest.adopt(layout).map_err(SwapError::Adopt);
             guest.set_budget(None);
             timing.adopt = instantiated.elapsed();

@@ -63,9 +63,7 @@ pub struct SwapReport {
     pub prepare_time: Duration,
     /// The pause and its phases.
     pub phases: Phases,
-    /// The new version kept the state it built in its shadow run: nothing was carried over.
-    pub kept_shadow_state: bool,
-    /// How the state crossed: in place, or by value and why.
+    /// How the state crossed: in place, by value and why, or not at all (a shadow run's).
     pub path: SwapPath,
 }
 
@@ -76,22 +74,25 @@ pub enum SwapPath {
     InPlace(crate::in_place::Timing),
     /// Exported by the old code, imported by the new; why it could not stay in place.
     ByValue(String),
+    /// Nothing crossed: the new version kept the state it built in its shadow run.
+    ShadowState,
 }
 
 impl SwapPath {
-    /// `in place`, or `by value`.
+    /// `in place`, `by value`, or `shadow state`.
     pub fn name(&self) -> &'static str {
         match self {
             SwapPath::InPlace(_) => "in place",
             SwapPath::ByValue(_) => "by value",
+            SwapPath::ShadowState => "shadow state",
         }
     }
 
-    /// Why the state went by value (none when it stayed in place).
+    /// Why the state went by value (none when it did not).
     pub fn reason(&self) -> Option<&str> {
         match self {
-            SwapPath::InPlace(_) => None,
             SwapPath::ByValue(reason) => Some(reason),
+            SwapPath::InPlace(_) | SwapPath::ShadowState => None,
         }
     }
 }
@@ -104,7 +105,7 @@ impl fmt::Display for SwapReport {
             format!("compile {}", format_duration(self.compile_time))
         };
         let p = &self.phases;
-        if self.kept_shadow_state {
+        if self.path == SwapPath::ShadowState {
             return write!(
                 f,
                 "swapped {} → {}: state v{} → v{}, the new version kept the state it built in its shadow run (nothing carried over), {compile}, pause {}",
@@ -143,9 +144,9 @@ impl fmt::Display for SwapReport {
             format_duration(p.import),
             format_duration(p.verify),
         )?;
-        match &self.path {
-            SwapPath::ByValue(reason) => write!(f, " (not in place: {reason})"),
-            SwapPath::InPlace(_) => Ok(()),
+        match self.path.reason() {
+            Some(reason) => write!(f, " (not in place: {reason})"),
+            None => Ok(()),
         }
     }
 }

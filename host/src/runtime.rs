@@ -1,6 +1,7 @@
 //! The machinery shared by every version of an app: the wasmtime engine, the linker, the limits,
 //! the epoch ticker that enforces call time limits, and a cache of compiled modules by content
-//! hash (in memory, and on disk with `--compile-cache`); and [`Runtime::prepare`], which turns module bytes into a [`Prepared`] version.
+//! hash (in memory, and on disk with `--compile-cache`); and [`Runtime::prepare`], which turns
+//! module bytes into a [`Prepared`] version.
 
 use crate::check::check;
 use crate::compile::{Compiled, ModuleHash, compile, display_name, read_module};
@@ -15,10 +16,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use wasmtime::{Engine, Linker, Module};
+use wasmtime::{Engine, InstancePre, Linker, Module};
 
 /// How many compiled modules the cache keeps (the most recently used).
 const CACHE_CAPACITY: usize = 16;
+
+/// A compiled module in the in-memory cache: its hash, its code and its statics.
+type Cached = (ModuleHash, Module, Result<Statics, String>);
 
 /// The engine, linker, limits and module cache shared by every instance of every version.
 pub struct Runtime {
@@ -27,7 +31,8 @@ pub struct Runtime {
     config: Config,
     limits: Arc<Limits>,
     tape: Arc<Tape>,
-    cache: Mutex<Vec<(ModuleHash, Module)>>,
+    /// Recently compiled modules, with what their static data claims (read once per module).
+    cache: Mutex<Vec<Cached>>,
     /// Compiled modules on disk (`Config::compile_cache`), if usable.
     disk: Option<CompileCache>,
     _ticker: EpochTicker,
@@ -92,9 +97,11 @@ impl Runtime {
     pub fn compile(&self, name: &str, bytes: &[u8]) -> Result<Compiled, SwapError> {
         let hash = ModuleHash::of(bytes);
         let name = name.to_owned();
-        let statics = Statics::of(bytes);
-        let on_disk = || (self.disk.as_ref()?).load(&self.engine, &hash);
-        if let Some(module) = self.cached(&hash).or_else(on_disk) {
+        let on_disk = || {
+            let module = (self.disk.as_ref()?).load(&self.engine, &hash)?;
+            Some((module, Statics::of(bytes)))
+        };
+        if let Some((module, statics)) = self.cached(&hash).or_else(on_disk) {
             let compile_time = Duration::ZERO;
             return Ok(Compiled {
                 name,
@@ -108,6 +115,7 @@ impl Runtime {
         let started = Instant::now();
         let module = compile(&self.engine, &name, bytes)?;
         let compile_time = started.elapsed();
+        let statics = Statics::of(bytes);
         if let Some(disk) = &self.disk
             && let Err(e) = disk.store(&hash, &module)
         {
@@ -128,9 +136,10 @@ impl Runtime {
     pub fn prepare(&self, name: &str, bytes: &[u8]) -> Result<Prepared, SwapError> {
         let started = Instant::now();
         let compiled = self.compile(name, bytes)?;
-        let guest = self.instantiate(&compiled)?;
+        let pre = check(&self.linker, &compiled.module)?;
+        let guest = Guest::instantiate(&self.setup(), &pre, &compiled)?;
         self.remember(&compiled);
-        let in_place = self.ready_in_place(&compiled, &guest);
+        let in_place = self.ready_in_place(&compiled, &guest, &pre);
         let prepare_time = started.elapsed();
         Ok(Prepared {
             compiled,
@@ -141,11 +150,11 @@ impl Runtime {
     }
 
     /// A fresh instance of a module compiled before, ready to take a state (a trial's or a
-    /// shadow run's throwaway instance).
+    /// shadow run's throwaway instance: never readied to take a memory in place).
     pub fn prepare_compiled(&self, compiled: &Compiled) -> Result<Prepared, SwapError> {
         let started = Instant::now();
         let guest = self.instantiate(compiled)?;
-        let in_place = self.ready_in_place(compiled, &guest);
+        let in_place = Err("a trial's or shadow run's instance takes its state by value".into());
         Ok(Prepared {
             compiled: compiled.clone(),
             guest,
@@ -168,13 +177,17 @@ impl Runtime {
 
     /// For a module whose instance `guest` keeps its state in place: what its in-place swap
     /// needs, made now rather than during the pause; or why it cannot have one.
-    fn ready_in_place(&self, compiled: &Compiled, guest: &Guest) -> Result<Ready, String> {
+    fn ready_in_place(
+        &self,
+        compiled: &Compiled,
+        guest: &Guest,
+        pre: &InstancePre<GuestCtx>,
+    ) -> Result<Ready, String> {
         if guest.layout().is_none() {
             return Err("the new version does not keep its state in place".into());
         }
         let window = in_place::window(compiled).map_err(|e| format!("the new version: {e}"))?;
-        let pre = check(&self.linker, &compiled.module).map_err(|e| e.to_string())?;
-        let adopter = Guest::adopter(&self.setup(), &pre, compiled).map_err(|e| e.to_string())?;
+        let adopter = Guest::adopter(&self.setup(), pre, compiled).map_err(|e| e.to_string())?;
         Ok(Ready::new(adopter, window))
     }
 
@@ -188,20 +201,25 @@ impl Runtime {
     }
 
     /// A compiled module from the cache, if these bytes were compiled before.
-    fn cached(&self, hash: &ModuleHash) -> Option<Module> {
+    fn cached(&self, hash: &ModuleHash) -> Option<(Module, Result<Statics, String>)> {
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        let at = cache.iter().position(|(h, _)| h == hash)?;
+        let at = cache.iter().position(|(h, ..)| h == hash)?;
         let entry = cache.remove(at);
-        let module = entry.1.clone();
+        let found = (entry.1.clone(), entry.2.clone());
         cache.insert(0, entry);
-        Some(module)
+        Some(found)
     }
 
     /// Remembers a compiled module, evicting the least recently used beyond the capacity.
     fn remember(&self, compiled: &Compiled) {
         let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        cache.retain(|(h, _)| *h != compiled.hash);
-        cache.insert(0, (compiled.hash, compiled.module.clone()));
+        cache.retain(|(h, ..)| *h != compiled.hash);
+        let entry = (
+            compiled.hash,
+            compiled.module.clone(),
+            compiled.statics.clone(),
+        );
+        cache.insert(0, entry);
         cache.truncate(CACHE_CAPACITY);
     }
 }

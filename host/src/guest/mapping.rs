@@ -11,7 +11,8 @@
 //!
 //! Which memory an instantiation gets is passed through a thread-local, because wasmtime calls
 //! the creator synchronously on the instantiating thread: [`adopting`] sets the mapping to give
-//! the next memory, and [`take_created`] returns the mapping the last instantiation got.
+//! the next memory (until its guard is dropped), and [`take_created`] returns the mapping the
+//! last instantiation got.
 use std::cell::RefCell;
 use std::ops::Range;
 use std::ptr::NonNull;
@@ -245,9 +246,8 @@ impl Drop for Adopting {
     }
 }
 
-/// The mapping of the last memory created on this thread, and forgets any adoption not taken.
+/// The mapping of the last memory created on this thread.
 pub(crate) fn take_created() -> Option<Arc<Mapping>> {
-    ADOPT.with(|a| a.borrow_mut().take());
     CREATED.with(|c| c.borrow_mut().take())
 }
 

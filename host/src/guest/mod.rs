@@ -30,6 +30,10 @@ use std::time::Instant;
 use wasmtime::{Engine, InstancePre, Store, TypedFunc, WasmParams, WasmResults};
 use wasmtime_wasi::WasiCtxBuilder;
 
+/// The longest layout description kept, in bytes (the SDK's are a few KiB: one line per type,
+/// at most 1,024 types).
+const MAX_LAYOUT: usize = 1 << 20;
+
 /// Memory left unwarmed below the limit: allocators grow by more than they are asked for.
 const WARM_MARGIN: usize = 4 << 20;
 
@@ -115,7 +119,8 @@ impl Guest {
         Ok(guest)
     }
 
-    /// What [`Adopter::adopt`] needs, made before a swap's pause: a `Store` with its context.
+    /// What [`Adopter::instantiate`] needs, made before a swap's pause: a `Store` with its
+    /// context.
     pub(crate) fn adopter(
         setup: &Setup<'_>,
         pre: &InstancePre<GuestCtx>,
@@ -238,7 +243,10 @@ impl Guest {
             Err(CallError::Failed(_)) => return Ok(()),
             Err(broken) => return Err(step(broken)),
         };
-        if let Ok(text) = std::str::from_utf8(text) {
+        // A description too long to be one (a hostile guest's) is not kept either.
+        if text.len() <= MAX_LAYOUT
+            && let Ok(text) = std::str::from_utf8(text)
+        {
             self.layout = Some(text.into());
         }
         Ok(())
